@@ -1,0 +1,1 @@
+typedef int ck_placeholder_t; /* replaced by the real module */

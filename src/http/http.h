@@ -1,0 +1,100 @@
+/* HTTP/1.1 server on libuv + llhttp, with an SSE writer.
+ *
+ * Ownership: the server owns connections and requests. A handler receives an http_req that
+ * stays valid until it has been answered (http_respond*, or http_sse_end) AND every
+ * http_req_ref has been matched by http_req_unref. If the client goes away first, the close
+ * callback (http_req_on_close) runs once; answering afterwards is a harmless no-op.
+ * Everything runs on the loop thread. */
+#ifndef CK_HTTP_H
+#define CK_HTTP_H
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct http_server http_server;
+typedef struct http_req http_req;
+
+enum http_method { HTTP_M_OTHER = 0, HTTP_M_GET, HTTP_M_HEAD, HTTP_M_POST, HTTP_M_PUT,
+                   HTTP_M_DELETE, HTTP_M_OPTIONS, HTTP_M_PATCH };
+
+typedef struct http_config {
+    size_t max_header;            /* request line + all headers, bytes -> 431 */
+    size_t max_url;               /* -> 414 */
+    size_t max_body;              /* -> 413 (Content-Length checked up front; chunked as it grows) */
+    unsigned header_timeout_ms;   /* first byte of a request to end of headers -> 408 + close */
+    unsigned body_timeout_ms;     /* end of headers to end of body -> 408 + close */
+    unsigned idle_timeout_ms;     /* keep-alive connection with no request in progress -> close */
+    unsigned heartbeat_ms;        /* SSE ": ping" comment interval, 0 = none */
+    size_t sse_max_queue;         /* bytes queued for a slow SSE reader before we drop it */
+    unsigned max_connections;     /* accept() beyond this closes at once */
+} http_config;
+
+typedef void (*http_handler_fn)(http_req *req, void *ud);
+typedef void (*http_close_fn)(http_req *req, void *ud);
+typedef void (*http_done_fn)(http_server *srv, void *ud);
+
+/* The request as the handler sees it. Strings are NUL-terminated copies; absent headers are
+ * NULL. Header names are matched case-insensitively by the server. */
+struct http_req {
+    enum http_method method;
+    const char *method_str;
+    const char *path;           /* decoded? no: raw path, without the query */
+    const char *query;          /* raw query without '?', or NULL */
+    const char *host;
+    const char *authorization;
+    const char *content_type;
+    const char *accept_language;
+    const char *cookie;
+    const char *origin;
+    const char *body;           /* NUL-terminated, body_len bytes (may contain NULs) */
+    size_t body_len;
+    char rid[20];               /* request id for logs */
+    void *data;                 /* free for the handler */
+};
+
+http_server *http_server_new(uv_loop_t *loop, const http_config *cfg, http_handler_fn handler,
+                             void *ud);
+/* host: IPv4/IPv6 literal. Returns 0 or a negative uv error. port 0 picks a free port. */
+int http_server_listen(http_server *srv, const char *host, int port);
+int http_server_port(http_server *srv);
+/* Graceful stop: stop accepting, close idle keep-alive connections, let requests and streams in
+ * flight finish; after deadline_ms close everything. done runs once no connection is left
+ * (the server may then be freed with http_server_free). */
+void http_server_shutdown(http_server *srv, unsigned deadline_ms, http_done_fn done, void *ud);
+void http_server_free(http_server *srv);
+/* Number of open connections / open SSE streams (for metrics and tests). */
+unsigned http_server_connections(http_server *srv);
+unsigned http_server_streams(http_server *srv);
+
+/* Plain response. extra_headers: NULL or "Name: value\r\n…". Copies body. */
+void http_respond(http_req *req, int status, const char *content_type, const char *body,
+                  size_t len, const char *extra_headers);
+/* Takes ownership of a malloc'd body (avoids a copy for large replies). */
+void http_respond_owned(http_req *req, int status, const char *content_type, char *body,
+                        size_t len, const char *extra_headers);
+/* {"error": msg, "code": code} as application/json. */
+void http_respond_error(http_req *req, int status, const char *code, const char *msg);
+
+/* SSE: 200 with text/event-stream, Cache-Control: no-cache, no-transform,
+ * X-Accel-Buffering: no, chunked. Returns 0 or -ENOTCONN when the client is gone. */
+int http_sse_start(http_req *req, const char *extra_headers);
+/* Queues "data: " + json + "\n\n". Writes produced in one loop turn go out as one write.
+ * Returns 0, or -ENOTCONN when the client is gone / was dropped for reading too slowly. */
+int http_sse_send(http_req *req, const char *json, size_t len);
+/* Ends the stream (chunked terminator); the connection may be reused (keep-alive). */
+void http_sse_end(http_req *req);
+/* 1 while the client is still connected. */
+int http_req_alive(const http_req *req);
+
+/* Called once if the connection closes before the response is complete (client disconnect,
+ * slow reader dropped, shutdown deadline). Not called after a complete response. */
+void http_req_on_close(http_req *req, http_close_fn cb, void *ud);
+void http_req_ref(http_req *req);
+void http_req_unref(http_req *req);
+
+/* Query helper: copies the decoded value of `name` into out; returns length or -1. */
+int http_query_get(const char *query, const char *name, char *out, size_t outlen);
+/* Reason phrase for a status code. */
+const char *http_status_text(int status);
+
+#endif

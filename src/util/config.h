@@ -1,0 +1,49 @@
+/* Effective configuration: embedded defaults, then the environment, then flags. */
+#ifndef CK_CONFIG_H
+#define CK_CONFIG_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct config {
+    char *listen;            /* CHATKIT_LISTEN, "127.0.0.1:8080" */
+    char *data_dir;          /* CHATKIT_DATA_DIR, "./data" */
+    char *database_url;      /* DATABASE_URL, "sqlite:<data_dir>/chatkitd.db" */
+    char *public_url;        /* CHATKIT_PUBLIC_URL, "" = from the Host header */
+    char *api_url;           /* CHATKIT_API_URL, "/chatkit" (seed) */
+    int log_level;           /* CHATKIT_LOG_LEVEL */
+    size_t max_body;         /* CHATKIT_MAX_BODY_BYTES, 1 MiB */
+    size_t max_header;       /* CHATKIT_MAX_HEADER_BYTES, 16 KiB (request line + headers) */
+    size_t max_url;          /* CHATKIT_MAX_URL_BYTES, 4 KiB */
+    unsigned header_timeout_ms; /* CHATKIT_HEADER_TIMEOUT_MS, 10 s */
+    unsigned body_timeout_ms;   /* CHATKIT_BODY_TIMEOUT_MS, 30 s */
+    unsigned idle_timeout_ms;   /* CHATKIT_IDLE_TIMEOUT_MS, 60 s keep-alive */
+    unsigned shutdown_timeout_ms; /* CHATKIT_SHUTDOWN_TIMEOUT_MS, 10 s */
+    unsigned heartbeat_ms;   /* CHATKIT_SSE_HEARTBEAT_MS, 15 s, 0 disables */
+    size_t sse_max_queue;    /* CHATKIT_SSE_MAX_QUEUE_BYTES, 1 MiB */
+    unsigned max_connections; /* CHATKIT_MAX_CONNECTIONS, 10000 */
+    unsigned store_readers;  /* CHATKIT_STORE_READERS, 2 */
+    unsigned auth_cache_ms;  /* CHATKIT_AUTH_CACHE_MS, 5 s */
+    unsigned demo_delay_ms;  /* CHATKIT_DEMO_DELAY_MS, delay between demo deltas of a "slow" turn, 250 */
+    size_t upload_max_bytes; /* CHATKIT_UPLOAD_MAX_BYTES, 25 MB */
+    char *allowed_mime_types; /* CHATKIT_ALLOWED_MIME_TYPES, "" = any */
+    int title_enabled;       /* CHATKIT_TITLES, 1 */
+} config;
+
+/* Fills defaults then reads the environment. On a bad value returns -EINVAL and writes a
+ * message naming the variable into err. */
+int config_load(config *c, char *err, size_t errlen);
+/* Applies one "--name value" flag (name without dashes, e.g. "listen"). Returns 0, 1 when the
+ * flag is unknown, or -EINVAL with err set. */
+int config_flag(config *c, const char *name, const char *value, char *err, size_t errlen);
+/* Derives dependent values (database_url from data_dir). Call after env and flags. */
+int config_finish(config *c, char *err, size_t errlen);
+/* JSON text of the effective configuration with secrets masked; caller frees. */
+char *config_dump(const config *c);
+void config_free(config *c);
+
+/* Parses sizes like "1048576", "1MiB", "25MB", "64k"; returns 0 or -EINVAL. */
+int config_parse_size(const char *s, size_t *out);
+/* Parses a "host:port" into parts; host must be an IP literal or "localhost". */
+int config_parse_listen(const char *s, char *host, size_t hostlen, int *port);
+
+#endif

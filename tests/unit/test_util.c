@@ -1,0 +1,67 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "util/buf.h"
+#include "util/id.h"
+#include "util/timeutil.h"
+
+static void t_buf_cap(void **st)
+{
+    (void)st;
+    buf b = BUF_INIT(8);
+    assert_int_equal(buf_append(&b, "12345678", 8), 0);
+    assert_int_not_equal(buf_append(&b, "9", 1), 0);
+    assert_int_equal(b.len, 8);
+    assert_string_equal(b.data, "12345678");
+    buf_free(&b);
+}
+
+static void t_json_str(void **st)
+{
+    (void)st;
+    buf b = BUF_INIT(0);
+    const char in[] = "a\"b\\c\nd\x01 é";
+    buf_json_str(&b, in, sizeof in - 1);
+    assert_string_equal(b.data, "\"a\\\"b\\\\c\\nd\\u0001 é\"");
+    buf_free(&b);
+}
+
+static void t_ids(void **st)
+{
+    (void)st;
+    char a[ID_MAX], b[ID_MAX];
+    id_new("thr", a);
+    id_new("thr", b);
+    assert_int_equal(strlen(a), 4 + 24);
+    assert_memory_equal(a, "thr_", 4);
+    assert_string_not_equal(a, b);
+}
+
+static void t_ts(void **st)
+{
+    (void)st;
+    char s[TS_MAX];
+    ts_format(1779193696123456LL, s);
+    assert_string_equal(s, "2026-05-19T12:28:16.123456Z");
+    int64_t us = 0;
+    assert_int_equal(ts_parse(s, &us), 0);
+    assert_int_equal(us, 1779193696123456LL);
+    assert_int_equal(ts_parse("2026-05-19T12:28:16Z", &us), 0);
+    assert_int_equal(us, 1779193696000000LL);
+    assert_int_not_equal(ts_parse("garbage", &us), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(t_buf_cap),
+        cmocka_unit_test(t_json_str),
+        cmocka_unit_test(t_ids),
+        cmocka_unit_test(t_ts),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
