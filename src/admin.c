@@ -1,1 +1,427 @@
-typedef int ck_placeholder_t; /* replaced by the real module */
+#include "admin.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "auth/auth.h"
+#include "store/store.h"
+#include "util/log.h"
+#include "util/timeutil.h"
+
+#define USAGE 2
+
+static int fail(const char *what, const char *detail)
+{
+    fprintf(stderr, "chatkitd: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+    return 1;
+}
+
+static int usage(const char *msg)
+{
+    fprintf(stderr, "chatkitd: %s (see chatkitd help)\n", msg);
+    return USAGE;
+}
+
+static int mkdir_p(const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(tmp, 0700) && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0700) && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+int admin_prepare_data_dir(const config *cfg, char *err, size_t errlen)
+{
+    int rc = mkdir_p(cfg->data_dir);
+    if (rc)
+        snprintf(err, errlen, "cannot create CHATKIT_DATA_DIR %s: %s", cfg->data_dir, strerror(-rc));
+    return rc;
+}
+
+static store_conn *open_db(const config *cfg)
+{
+    char err[512];
+    if (admin_prepare_data_dir(cfg, err, sizeof err)) {
+        fail(err, NULL);
+        return NULL;
+    }
+    char *e = NULL;
+    store_conn *c = store_conn_open(cfg->database_url, 1, &e);
+    if (!c) {
+        fail("cannot open the database", e);
+        free(e);
+    }
+    return c;
+}
+
+/* Prints one object: JSON with --json, else "key: value" lines. Steals o. */
+static int print_obj(json_t *o, int json)
+{
+    if (json) {
+        char *s = json_dumps(o, JSON_COMPACT);
+        puts(s);
+        free(s);
+    } else {
+        const char *k;
+        json_t *v;
+        json_object_foreach(o, k, v)
+        {
+            if (json_is_string(v))
+                printf("%s: %s\n", k, json_string_value(v));
+            else {
+                char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+                printf("%s: %s\n", k, s);
+                free(s);
+            }
+        }
+    }
+    json_decref(o);
+    return 0;
+}
+
+/* "--name value" lookup in argv (after the subcommand). */
+static const char *arg(int argc, char **argv, const char *name)
+{
+    for (int i = 0; i + 1 < argc; i++)
+        if (!strcmp(argv[i], name))
+            return argv[i + 1];
+    return NULL;
+}
+
+/* The first argument that is neither a flag nor a flag's value. */
+static const char *positional(int argc, char **argv, int from)
+{
+    for (int i = from; i < argc; i++) {
+        if (!strncmp(argv[i], "--", 2)) {
+            i++;
+            continue;
+        }
+        return argv[i];
+    }
+    return NULL;
+}
+
+static int parse_ttl(const char *s, int64_t *us)
+{
+    char *end;
+    errno = 0;
+    long long n = strtoll(s, &end, 10);
+    if (errno || end == s || n <= 0)
+        return -1;
+    long long mul;
+    switch (*end) {
+    case 's': mul = 1; break;
+    case 'm': mul = 60; break;
+    case 'h': mul = 3600; break;
+    case 'd': mul = 86400; break;
+    case 0: mul = 1; break;
+    default: return -1;
+    }
+    if (*end && end[1])
+        return -1;
+    if (n > 100LL * 365 * 86400 / mul)
+        return -1;
+    *us = n * mul * 1000000;
+    return 0;
+}
+
+static int mint_token(store_conn *db, const char *user_id, int64_t ttl_us, char token[AUTH_TOKEN_MAX],
+                      int64_t *expires)
+{
+    char hash[AUTH_HASH_HEX];
+    auth_token_new(token);
+    auth_token_hash(token, strlen(token), hash);
+    *expires = ttl_us ? ts_now_us() + ttl_us : 0;
+    return store_token_create(db, hash, user_id, *expires);
+}
+
+static json_t *agent_config(int argc, char **argv, int *bad)
+{
+    json_t *mcp_stdio = json_array(), *mcp_http = json_array(), *tools = json_array();
+    static const char *const builtin[] = {"get_current_time", "request_human_input"};
+    for (int i = 0; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--mcp-stdio"))
+            json_array_append_new(mcp_stdio, json_string(argv[++i]));
+        else if (!strcmp(argv[i], "--mcp-http"))
+            json_array_append_new(mcp_http, json_string(argv[++i]));
+        else if (!strcmp(argv[i], "--tool")) {
+            const char *t = argv[++i];
+            int ok = 0;
+            for (size_t k = 0; k < sizeof builtin / sizeof builtin[0]; k++)
+                ok |= !strcmp(t, builtin[k]);
+            if (!ok)
+                *bad = 1;
+            json_array_append_new(tools, json_string(t));
+        }
+    }
+    return json_pack("{s:o,s:o,s:o}", "mcp_stdio", mcp_stdio, "mcp_http", mcp_http, "tools", tools);
+}
+
+static char *read_file(const char *path, size_t max)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *b = xmalloc(max + 1);
+    size_t n = fread(b, 1, max, f);
+    int more = fgetc(f) != EOF;
+    fclose(f);
+    if (more) {
+        free(b);
+        errno = EFBIG;
+        return NULL;
+    }
+    b[n] = 0;
+    return b;
+}
+
+static int cmd_demo(const config *cfg, store_conn *db, int json)
+{
+    int rc;
+    store_account acc = {0};
+    store_user u = {0};
+    store_agent ag = {0};
+    store_agent *agents = NULL;
+    size_t n = 0;
+    char token[AUTH_TOKEN_MAX] = "";
+    char path[4096];
+    int status = 1;
+    if ((rc = store_begin(db)))
+        goto out;
+    rc = store_account_find_by_name(db, "Demo", &acc);
+    if (rc == STORE_ENOTFOUND) {
+        store_account_clear(&acc);
+        acc.name = xstrdup("Demo");
+        rc = store_account_create(db, &acc);
+    }
+    if (rc)
+        goto out;
+    rc = store_user_find_by_name(db, acc.id, "demo", &u);
+    if (rc == STORE_ENOTFOUND) {
+        store_user_clear(&u);
+        snprintf(u.account_id, sizeof u.account_id, "%s", acc.id);
+        u.name = xstrdup("demo");
+        rc = store_user_create(db, &u);
+    }
+    if (rc)
+        goto out;
+    if ((rc = store_agents_list(db, acc.id, &agents, &n)))
+        goto out;
+    if (n) {
+        ag = agents[0];
+        memset(&agents[0], 0, sizeof agents[0]);
+    } else {
+        snprintf(ag.account_id, sizeof ag.account_id, "%s", acc.id);
+        ag.name = xstrdup("Demo agent");
+        ag.model = xstrdup("demo");
+        ag.instructions = xstrdup("You are the chatkitd demo assistant.");
+        ag.config_json = xstrdup("{\"mcp_stdio\":[],\"mcp_http\":[],\"tools\":[]}");
+        if ((rc = store_agent_create(db, &ag)))
+            goto out;
+    }
+    /* the token file keeps `chatkitd demo` idempotent although only the hash is stored */
+    snprintf(path, sizeof path, "%s/demo.token", cfg->data_dir);
+    char *saved = read_file(path, AUTH_TOKEN_MAX);
+    if (saved) {
+        saved[strcspn(saved, "\r\n")] = 0;
+        char hash[AUTH_HASH_HEX];
+        store_auth sa;
+        auth_token_hash(saved, strlen(saved), hash);
+        if (strlen(saved) < AUTH_TOKEN_MAX && store_token_lookup(db, hash, ts_now_us(), &sa) == 0 &&
+            !strcmp(sa.scope.user_id, u.id))
+            snprintf(token, sizeof token, "%s", saved);
+        free(saved);
+    }
+    if (!token[0]) {
+        int64_t exp;
+        if ((rc = mint_token(db, u.id, 0, token, &exp)))
+            goto out;
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || write(fd, token, strlen(token)) != (ssize_t)strlen(token) || fsync(fd)) {
+            if (fd >= 0)
+                close(fd);
+            fail("cannot write the demo token file", path);
+            rc = STORE_EIO;
+            goto out;
+        }
+        close(fd);
+    }
+    if ((rc = store_commit(db)))
+        goto out;
+    char url[300];
+    snprintf(url, sizeof url, "http://%s/", cfg->listen);
+    print_obj(json_pack("{s:s,s:s,s:s,s:s,s:s}", "account_id", acc.id, "user_id", u.id,
+                        "agent_id", ag.id, "token", token, "url", url),
+              json);
+    status = 0;
+out:
+    if (status) {
+        store_rollback(db);
+        if (rc)
+            fail("demo setup failed", store_errmsg(db));
+    }
+    memset(token, 0, sizeof token);
+    store_account_clear(&acc);
+    store_user_clear(&u);
+    store_agent_clear(&ag);
+    store_agents_free(agents, n);
+    return status;
+}
+
+int admin_main(const config *cfg, int argc, char **argv, int json)
+{
+    const char *cmd = argv[0];
+    const char *sub = argc > 1 ? argv[1] : "";
+    if (!strcmp(cmd, "config")) {
+        char *s = config_dump(cfg);
+        puts(s);
+        free(s);
+        return 0;
+    }
+    if (strcmp(cmd, "migrate") && strcmp(cmd, "demo") && strcmp(sub, "create") &&
+        !(strcmp(cmd, "token") == 0 && strcmp(sub, "revoke") == 0))
+        return usage("unknown command");
+    store_conn *db = open_db(cfg);
+    if (!db)
+        return 1;
+    int status = 0, rc = 0;
+    if (!strcmp(cmd, "migrate")) {
+        int v = store_schema_version(db);
+        print_obj(json_pack("{s:i}", "schema_version", v), json);
+    } else if (!strcmp(cmd, "demo")) {
+        status = cmd_demo(cfg, db, json);
+    } else if (!strcmp(cmd, "account")) {
+        const char *name = positional(argc, argv, 2);
+        if (!name || !*name)
+            status = usage("account create NAME");
+        else {
+            store_account a = {0};
+            a.name = xstrdup(name);
+            if (!(rc = store_account_create(db, &a)))
+                print_obj(json_pack("{s:s,s:s}", "id", a.id, "name", a.name), json);
+            store_account_clear(&a);
+        }
+    } else if (!strcmp(cmd, "user")) {
+        const char *acc = arg(argc, argv, "--account");
+        const char *name = positional(argc, argv, 2);
+        if (!acc || !name)
+            status = usage("user create --account ID NAME");
+        else {
+            store_user u = {0};
+            store_account a = {0};
+            snprintf(u.account_id, sizeof u.account_id, "%s", acc);
+            u.name = xstrdup(name);
+            const char *ext = arg(argc, argv, "--external-id");
+            u.external_id = ext ? xstrdup(ext) : NULL;
+            rc = store_account_get(db, acc, &a);
+            if (rc == STORE_ENOTFOUND) {
+                status = fail("no such account", acc);
+                rc = 0;
+            } else if (!rc && !(rc = store_user_create(db, &u)))
+                print_obj(json_pack("{s:s,s:s,s:s}", "id", u.id, "account_id", u.account_id,
+                                    "name", u.name),
+                          json);
+            store_user_clear(&u);
+            store_account_clear(&a);
+        }
+    } else if (!strcmp(cmd, "agent")) {
+        const char *acc = arg(argc, argv, "--account");
+        const char *name = arg(argc, argv, "--name");
+        const char *model = arg(argc, argv, "--model");
+        const char *instr = arg(argc, argv, "--instructions");
+        const char *instr_file = arg(argc, argv, "--instructions-file");
+        int badtool = 0;
+        json_t *acfg = agent_config(argc, argv, &badtool);
+        if (!acc || !name || (instr && instr_file))
+            status = usage("agent create --account ID --name NAME [--model PROVIDER:MODEL] "
+                           "[--instructions TEXT | --instructions-file F]");
+        else if (badtool)
+            status = usage("--tool takes a built-in tool: get_current_time, request_human_input");
+        else if (model && !strchr(model, ':') && strcmp(model, "demo"))
+            status = usage("--model must be PROVIDER:MODEL (e.g. openai:gpt-4.1-mini) or demo");
+        else {
+            store_agent ag = {0};
+            store_account a = {0};
+            char *text = instr_file ? read_file(instr_file, 1 << 20) : NULL;
+            if (instr_file && !text) {
+                status = fail("cannot read --instructions-file", strerror(errno));
+            } else if ((rc = store_account_get(db, acc, &a)) == STORE_ENOTFOUND) {
+                status = fail("no such account", acc);
+                rc = 0;
+            } else if (!rc) {
+                snprintf(ag.account_id, sizeof ag.account_id, "%s", acc);
+                ag.name = xstrdup(name);
+                ag.model = xstrdup(model ? model : "demo");
+                ag.instructions = text ? text : instr ? xstrdup(instr) : NULL;
+                text = NULL;
+                ag.config_json = json_dumps(acfg, JSON_COMPACT);
+                if (!(rc = store_agent_create(db, &ag)))
+                    print_obj(json_pack("{s:s,s:s,s:s,s:s,s:O}", "id", ag.id, "account_id",
+                                        ag.account_id, "name", ag.name, "model", ag.model,
+                                        "config", acfg),
+                              json);
+            }
+            free(text);
+            store_agent_clear(&ag);
+            store_account_clear(&a);
+        }
+        json_decref(acfg);
+    } else if (!strcmp(cmd, "token") && !strcmp(sub, "create")) {
+        const char *user = arg(argc, argv, "--user");
+        const char *ttl = arg(argc, argv, "--ttl");
+        int64_t ttl_us = 0, exp = 0;
+        store_user u = {0};
+        if (!user || (ttl && parse_ttl(ttl, &ttl_us)))
+            status = usage("token create --user ID [--ttl 30d]");
+        else if ((rc = store_user_get(db, user, &u)) == STORE_ENOTFOUND) {
+            status = fail("no such user", user);
+            rc = 0;
+        } else if (!rc) {
+            char token[AUTH_TOKEN_MAX];
+            if (!(rc = mint_token(db, user, ttl_us, token, &exp))) {
+                json_t *o = json_pack("{s:s,s:s}", "token", token, "user_id", user);
+                if (exp) {
+                    char ts[TS_MAX];
+                    ts_format(exp, ts);
+                    json_object_set_new(o, "expires_at", json_string(ts));
+                }
+                print_obj(o, json);
+            }
+            memset(token, 0, sizeof token);
+        }
+        store_user_clear(&u);
+    } else if (!strcmp(cmd, "token")) {
+        const char *tok = positional(argc, argv, 2);
+        if (!tok)
+            status = usage("token revoke TOKEN");
+        else {
+            char hash[AUTH_HASH_HEX];
+            auth_token_hash(tok, strlen(tok), hash);
+            rc = store_token_revoke(db, hash);
+            if (rc == STORE_ENOTFOUND) {
+                status = fail("no such token", NULL);
+                rc = 0;
+            } else if (!rc)
+                print_obj(json_pack("{s:b}", "revoked", 1), json);
+        }
+    }
+    if (rc)
+        status = fail("command failed", store_errmsg(db));
+    store_conn_close(db);
+    return status;
+}

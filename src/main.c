@@ -1,1 +1,190 @@
-int main(void) { return 0; }
+/* chatkitd: the command line (design.md §7). */
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "admin.h"
+#include "chatkit/chatkit.h"
+#include "http/http.h"
+#include "store/store.h"
+#include "util/config.h"
+#include "util/log.h"
+
+static const char help[] =
+    "usage: chatkitd COMMAND [--json] [--flag value]...\n"
+    "\n"
+    "commands:\n"
+    "  serve                                  run the server (default)\n"
+    "  migrate                                apply database migrations\n"
+    "  config                                 print the effective configuration\n"
+    "  account create NAME\n"
+    "  user create --account ID NAME [--external-id X]\n"
+    "  agent create --account ID --name NAME [--model PROVIDER:MODEL]\n"
+    "               [--instructions TEXT | --instructions-file F]\n"
+    "               [--mcp-stdio 'CMD ARGS']... [--mcp-http URL]... [--tool NAME]...\n"
+    "  token create --user ID [--ttl 30d]     prints the bearer token once\n"
+    "  token revoke TOKEN\n"
+    "  demo                                   idempotent demo tenant; prints ids and token\n"
+    "  mcp-demo                               the bundled MCP server on stdio\n"
+    "\n"
+    "flags (each also an environment variable, see docs/configuration.md):\n"
+    "  --listen HOST:PORT --data-dir DIR --database-url URL --log-level LEVEL\n"
+    "  --max-body SIZE --heartbeat MS --idle-timeout MS --shutdown-timeout MS ...\n";
+
+typedef struct server {
+    uv_loop_t *loop;
+    config *cfg;
+    ck_app app;
+    http_server *http;
+    store *st;
+    uv_signal_t sigint, sigterm;
+    int stopping;
+} server;
+
+static void on_http_done(http_server *srv, void *ud)
+{
+    server *s = ud;
+    (void)srv;
+    LOGI(NULL, "connections closed; flushing the store", "%s", "");
+    store_free(s->st);
+    s->st = NULL;
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    server *s = h->data;
+    if (s->stopping) {
+        LOGW(NULL, "second signal: exiting now", "signal=%d", signum);
+        exit(1);
+    }
+    s->stopping = 1;
+    s->app.shutting_down = 1;
+    LOGI(NULL, "shutting down", "signal=%d deadline_ms=%u", signum, s->cfg->shutdown_timeout_ms);
+    http_server_shutdown(s->http, s->cfg->shutdown_timeout_ms, on_http_done, s);
+}
+
+static int serve(config *cfg)
+{
+    char err[512];
+    if (admin_prepare_data_dir(cfg, err, sizeof err)) {
+        fprintf(stderr, "chatkitd: %s\n", err);
+        return 1;
+    }
+    server s;
+    memset(&s, 0, sizeof s);
+    s.cfg = cfg;
+    s.loop = uv_default_loop();
+    char *e = NULL;
+    s.st = store_new(s.loop, cfg->database_url, cfg->store_readers, &e);
+    if (!s.st) {
+        fprintf(stderr, "chatkitd: cannot open the database: %s\n", e ? e : "?");
+        free(e);
+        return 1;
+    }
+    ck_app_init(&s.app, s.loop, cfg, s.st);
+    http_config hc = {
+        .max_header = cfg->max_header,
+        .max_url = cfg->max_url,
+        .max_body = cfg->max_body,
+        .header_timeout_ms = cfg->header_timeout_ms,
+        .body_timeout_ms = cfg->body_timeout_ms,
+        .idle_timeout_ms = cfg->idle_timeout_ms,
+        .heartbeat_ms = cfg->heartbeat_ms,
+        .sse_max_queue = cfg->sse_max_queue,
+        .max_connections = cfg->max_connections,
+    };
+    s.http = http_server_new(s.loop, &hc, ck_handle, &s.app);
+    s.app.http = s.http;
+    char host[64];
+    int port;
+    config_parse_listen(cfg->listen, host, sizeof host, &port);
+    int rc = http_server_listen(s.http, host, port);
+    if (rc) {
+        fprintf(stderr, "chatkitd: cannot listen on %s: %s\n", cfg->listen, uv_strerror(rc));
+        http_server_free(s.http);
+        store_free(s.st);
+        uv_run(s.loop, UV_RUN_NOWAIT);
+        return 1;
+    }
+    LOGI(NULL, "listening", "addr=%s port=%d db=%s", host, http_server_port(s.http),
+         strncmp(cfg->database_url, "sqlite:", 7) ? "postgres" : cfg->database_url);
+    uv_signal_init(s.loop, &s.sigint);
+    uv_signal_init(s.loop, &s.sigterm);
+    s.sigint.data = s.sigterm.data = &s;
+    uv_signal_start(&s.sigint, on_signal, SIGINT);
+    uv_signal_start(&s.sigterm, on_signal, SIGTERM);
+    uv_run(s.loop, UV_RUN_DEFAULT);
+    http_server_free(s.http);
+    ck_app_free(&s.app);
+    uv_loop_close(s.loop);
+    LOGI(NULL, "stopped", "%s", "");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    json_object_seed(0); /* before any thread exists: jansson's seed init is not thread-safe */
+    config cfg;
+    char err[512];
+    if (config_load(&cfg, err, sizeof err)) {
+        fprintf(stderr, "chatkitd: %s\n", err);
+        return 2;
+    }
+    /* split: global flags (config) anywhere; the rest belongs to the command */
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    int nrest = 0, json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--json")) {
+            json = 1;
+            continue;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help") || !strcmp(a, "help")) {
+            fputs(help, stdout);
+            free(rest);
+            config_free(&cfg);
+            return 0;
+        }
+        if (!strncmp(a, "--", 2) && i + 1 < argc) {
+            int r = config_flag(&cfg, a + 2, argv[i + 1], err, sizeof err);
+            if (r < 0) {
+                fprintf(stderr, "chatkitd: %s\n", err);
+                free(rest);
+                config_free(&cfg);
+                return 2;
+            }
+            if (r == 0) {
+                i++;
+                continue;
+            }
+        }
+        rest[nrest++] = argv[i];
+    }
+    if (config_finish(&cfg, err, sizeof err)) {
+        fprintf(stderr, "chatkitd: %s\n", err);
+        free(rest);
+        config_free(&cfg);
+        return 2;
+    }
+    log_level = cfg.log_level;
+    int status;
+    const char *cmd = nrest ? rest[0] : "serve";
+    if (!strcmp(cmd, "serve")) {
+        status = nrest > 1 ? (fprintf(stderr, "chatkitd: serve takes no arguments\n"), 2)
+                           : serve(&cfg);
+    } else if (!strcmp(cmd, "mcp-demo")) {
+        fprintf(stderr, "chatkitd: mcp-demo is not available in this build yet\n");
+        status = 1;
+    } else {
+        status = admin_main(&cfg, nrest, rest, json);
+    }
+    free(rest);
+    config_free(&cfg);
+    return status;
+}

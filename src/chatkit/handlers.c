@@ -1,1 +1,1393 @@
-typedef int ck_placeholder_t; /* replaced by the real module */
+/* Request handlers for every ChatKit request type (protocol reference §3, §11).
+ *
+ * A request goes: route -> authenticate (cached token lookup) -> parse and validate JSON ->
+ * one store job that does all reads/writes of the request atomically (a job that fails rolls
+ * back alone) -> the reply: JSON, or an SSE stream fed by the run. Validation errors and
+ * missing or foreign objects are answered as JSON before any stream starts, so a failing
+ * request never leaves half-written state and never sends a half stream. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth/auth.h"
+#include "chatkit/chatkit.h"
+#include "chatkit/stream.h"
+#include "run/run.h"
+#include "util/id.h"
+#include "util/log.h"
+#include "util/timeutil.h"
+
+#define MAX_CONTENT_PARTS 64
+#define MAX_ATTACHMENTS 16
+#define MAX_FEEDBACK_IDS 100
+#define MAX_PAGE 100
+#define MAX_TITLE 512
+#define MAX_NAME 255
+#define AUTH_CACHE_MAX 10000
+
+typedef struct ck_call ck_call;
+typedef void (*call_fn)(ck_call *call);
+typedef int (*call_work)(store_conn *db, ck_call *call); /* runs on a store thread */
+
+struct ck_call {
+    ck_app *app;
+    http_req *req;
+    ck_auth *auth;
+    const ck_agent *agent;   /* inside auth */
+    json_t *body;
+    json_t *params;
+    const char *type;
+    char token_hash[AUTH_HASH_HEX];
+    store_scope scope;
+    /* job inputs */
+    char thread_id[STORE_ID_MAX];
+    char item_id[STORE_ID_MAX];
+    char agent_id[STORE_ID_MAX];
+    store_page_req page;
+    char after[STORE_ID_MAX];
+    json_t *in;              /* request-specific input, handed to the job */
+    json_t *attachment_ids;  /* user message attachments */
+    char *text;              /* the user's text for the model */
+    /* job outputs */
+    int status;              /* HTTP status when the job refused the request */
+    const char *code;
+    char msg[200];
+    buf out;                 /* JSON reply or the event(s) to stream first */
+    store_thread thread;
+    json_t *result;          /* item produced by the job (loop takes it after done) */
+    int64_t last_us;
+    int not_widget;
+    int is_upload;
+    call_work work;
+    call_fn next;
+};
+
+/* ------------------------------------------------------------------ replies */
+
+static void auth_release(ck_auth *a)
+{
+    if (a && --a->refs == 0) {
+        for (size_t i = 0; i < a->n_agents; i++) {
+            free(a->agents[i].name);
+            free(a->agents[i].model);
+            free(a->agents[i].instructions);
+        }
+        free(a->agents);
+        free(a);
+    }
+}
+
+
+static void call_free(ck_call *c)
+{
+    auth_release(c->auth);
+    json_decref(c->body);
+    json_decref(c->in);
+    json_decref(c->attachment_ids);
+    json_decref(c->result);
+    free(c->text);
+    buf_free(&c->out);
+    store_thread_clear(&c->thread);
+    if (c->req)
+        http_req_unref(c->req);
+    free(c);
+}
+
+static void reply_error(ck_call *c, int status, const char *code, const char *msg)
+{
+    if (status >= 500)
+        c->app->n_errors++;
+    LOGD(c->req->rid, "request refused", "status=%d code=%s type=%s", status, code,
+         c->type ? c->type : "-");
+    http_respond_error(c->req, status, code, msg);
+    call_free(c);
+}
+
+static void reply_out(ck_call *c)
+{
+    size_t len;
+    char *body = buf_steal(&c->out, &len);
+    http_respond_owned(c->req, 200, "application/json", body, len, NULL);
+    call_free(c);
+}
+
+static void reply_empty(ck_call *c)
+{
+    http_respond(c->req, 200, "application/json", "{}", 2, NULL);
+    call_free(c);
+}
+
+/* A job refusal: remember the status for the done callback and roll the job back. */
+static int refuse(ck_call *c, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int refuse(ck_call *c, int status, const char *code, const char *fmt, ...)
+{
+    c->status = status;
+    c->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->msg, sizeof c->msg, fmt, ap);
+    va_end(ap);
+    return STORE_EINVAL;
+}
+
+static int not_found(ck_call *c, int rc, const char *what)
+{
+    if (rc == STORE_ENOTFOUND)
+        return refuse(c, 404, "not_found", "%s not found", what);
+    return rc;
+}
+
+/* Common done: refusal -> JSON error; store failure -> 500; else the next step. */
+static void job_done(int rc, void *arg)
+{
+    ck_call *c = arg;
+    if (c->status) {
+        reply_error(c, c->status, c->code, c->msg);
+        return;
+    }
+    if (rc) {
+        LOGE(c->req->rid, "store job failed", "type=%s rc=%d", c->type, rc);
+        reply_error(c, 500, "store_error", "storage failed; nothing was changed");
+        return;
+    }
+    c->next(c);
+}
+
+static int trampoline(store_conn *db, void *arg)
+{
+    ck_call *c = arg;
+    return c->work(db, c);
+}
+
+static void run_job(ck_call *c, int write, call_work work, call_fn next)
+{
+    c->work = work;
+    c->next = next;
+    int rc = write ? store_write(c->app->st, trampoline, job_done, c)
+                   : store_read(c->app->st, trampoline, job_done, c);
+    if (rc)
+        reply_error(c, 503, "unavailable", "the server is shutting down");
+}
+
+/* ------------------------------------------------------------------ validation */
+
+static int get_id(ck_call *c, const char *key, char out[STORE_ID_MAX], int required)
+{
+    json_t *v = json_object_get(c->params, key);
+    if (!v || json_is_null(v)) {
+        if (!required)
+            return 1;
+        snprintf(c->msg, sizeof c->msg, "params.%s is required", key);
+        return -1;
+    }
+    const char *s = json_string_value(v);
+    size_t n = s ? json_string_length(v) : 0;
+    if (!s || n == 0 || n >= STORE_ID_MAX || strlen(s) != n) {
+        snprintf(c->msg, sizeof c->msg, "params.%s must be a non-empty id string", key);
+        return -1;
+    }
+    memcpy(out, s, n + 1);
+    return 0;
+}
+
+static int get_page(ck_call *c)
+{
+    json_t *l = json_object_get(c->params, "limit");
+    long long limit = 0;
+    if (l && !json_is_null(l) && (ck_lax_int(l, &limit) || limit < 0)) {
+        snprintf(c->msg, sizeof c->msg, "params.limit must be a non-negative integer");
+        return -1;
+    }
+    if (limit == 0)
+        limit = 20; /* DEFAULT_PAGE_SIZE */
+    if (limit > MAX_PAGE)
+        limit = MAX_PAGE;
+    c->page.limit = (int)limit;
+    json_t *o = json_object_get(c->params, "order");
+    const char *order = json_string_value(o);
+    if (o && !json_is_null(o) && (!order || (strcmp(order, "asc") && strcmp(order, "desc")))) {
+        snprintf(c->msg, sizeof c->msg, "params.order must be \"asc\" or \"desc\"");
+        return -1;
+    }
+    c->page.desc = !order || !strcmp(order, "desc");
+    int rc = get_id(c, "after", c->after, 0);
+    if (rc < 0)
+        return -1;
+    c->page.after = rc == 0 ? c->after : NULL;
+    return 0;
+}
+
+static int bad(ck_call *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int bad(ck_call *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->msg, sizeof c->msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* UserMessageInput -> normalized content (c->in), attachment ids, model text. */
+static int parse_input(ck_call *c)
+{
+    json_t *input = json_object_get(c->params, "input");
+    if (!json_is_object(input))
+        return bad(c, "params.input must be an object");
+    json_t *content = json_object_get(input, "content");
+    if (!json_is_array(content))
+        return bad(c, "params.input.content must be an array");
+    if (json_array_size(content) > MAX_CONTENT_PARTS)
+        return bad(c, "params.input.content has more than %d parts", MAX_CONTENT_PARTS);
+    json_t *norm = json_array();
+    buf text = BUF_INIT(0);
+    size_t i;
+    json_t *part;
+    json_array_foreach(content, i, part)
+    {
+        const char *t = json_string_value(json_object_get(part, "type"));
+        json_t *tx = json_object_get(part, "text");
+        if (!t || !json_is_string(tx)) {
+            json_decref(norm);
+            buf_free(&text);
+            return bad(c, "params.input.content[%zu] needs a type and a text string", i);
+        }
+        if (!strcmp(t, "input_text")) {
+            json_array_append_new(norm, json_pack("{s:s,s:O}", "type", "input_text", "text", tx));
+        } else if (!strcmp(t, "input_tag")) {
+            json_t *id = json_object_get(part, "id");
+            json_t *data = json_object_get(part, "data");
+            json_t *group = json_object_get(part, "group");
+            json_t *inter = json_object_get(part, "interactive");
+            if (!json_is_string(id) || !json_is_object(data) ||
+                (group && !json_is_null(group) && !json_is_string(group)) ||
+                (inter && !json_is_boolean(inter))) {
+                json_decref(norm);
+                buf_free(&text);
+                return bad(c, "params.input.content[%zu] is not a valid input_tag", i);
+            }
+            json_t *tag = json_pack("{s:s,s:O,s:O,s:O}", "type", "input_tag", "id", id, "text", tx,
+                                    "data", data);
+            if (json_is_string(group))
+                json_object_set(tag, "group", group);
+            json_object_set_new(tag, "interactive", json_boolean(json_is_true(inter)));
+            json_array_append_new(norm, tag);
+        } else {
+            json_decref(norm);
+            buf_free(&text);
+            return bad(c, "params.input.content[%zu].type \"%.40s\" is not supported", i, t);
+        }
+        if (text.len)
+            buf_putc(&text, ' ');
+        buf_append(&text, json_string_value(tx), json_string_length(tx));
+    }
+    json_t *atts = json_object_get(input, "attachments");
+    if (atts && !json_is_null(atts)) {
+        if (!json_is_array(atts) || json_array_size(atts) > MAX_ATTACHMENTS) {
+            json_decref(norm);
+            buf_free(&text);
+            return bad(c, "params.input.attachments must be an array of at most %d ids",
+                       MAX_ATTACHMENTS);
+        }
+        json_t *a;
+        json_array_foreach(atts, i, a)
+        {
+            size_t n = json_string_length(a);
+            if (!json_is_string(a) || n == 0 || n >= STORE_ID_MAX) {
+                json_decref(norm);
+                buf_free(&text);
+                return bad(c, "params.input.attachments[%zu] must be an attachment id", i);
+            }
+        }
+        c->attachment_ids = json_incref(atts);
+    } else {
+        c->attachment_ids = json_array();
+    }
+    json_t *q = json_object_get(input, "quoted_text");
+    if (q && !json_is_null(q) && !json_is_string(q)) {
+        json_decref(norm);
+        buf_free(&text);
+        return bad(c, "params.input.quoted_text must be a string");
+    }
+    json_t *io = json_object_get(input, "inference_options");
+    json_t *opts = json_object();
+    if (io && !json_is_null(io)) {
+        json_t *tc = json_object_get(io, "tool_choice");
+        json_t *model = json_object_get(io, "model");
+        if (!json_is_object(io) || (tc && !json_is_null(tc) &&
+                                    !json_is_string(json_object_get(tc, "id"))) ||
+            (model && !json_is_null(model) && !json_is_string(model))) {
+            json_decref(norm);
+            json_decref(opts);
+            buf_free(&text);
+            return bad(c, "params.input.inference_options is malformed");
+        }
+        if (json_is_object(tc))
+            json_object_set_new(opts, "tool_choice",
+                                json_pack("{s:O}", "id", json_object_get(tc, "id")));
+        if (json_is_string(model))
+            json_object_set(opts, "model", model);
+    }
+    c->in = json_pack("{s:o,s:o}", "content", norm, "inference_options", opts);
+    if (json_is_string(q))
+        json_object_set(c->in, "quoted_text", q);
+    c->text = buf_steal(&text, NULL);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ store work helpers */
+
+static int load_thread(store_conn *db, ck_call *c)
+{
+    int rc = store_thread_load(db, &c->scope, c->thread_id, &c->thread);
+    return rc ? not_found(c, rc, "thread") : 0;
+}
+
+static int64_t next_us(ck_call *c)
+{
+    int64_t now = ts_now_us();
+    int64_t min = c->last_us > c->thread.last_item_us ? c->last_us : c->thread.last_item_us;
+    c->last_us = now > min ? now : min + 1;
+    return c->last_us;
+}
+
+static int item_json_to_store(ck_call *c, json_t *item, store_item *it)
+{
+    memset(it, 0, sizeof *it);
+    snprintf(it->id, sizeof it->id, "%s", json_string_value(json_object_get(item, "id")));
+    snprintf(it->thread_id, sizeof it->thread_id, "%s", c->thread.id);
+    snprintf(it->type, sizeof it->type, "%s", json_string_value(json_object_get(item, "type")));
+    it->hidden = CK_HIDDEN_TYPE(it->type);
+    const char *ca = json_string_value(json_object_get(item, "created_at"));
+    if (!ca || ts_parse(ca, &it->created_us))
+        it->created_us = next_us(c);
+    it->json = json_dumps(item, JSON_COMPACT);
+    return it->json ? 0 : STORE_EIO;
+}
+
+/* Writes the user message of c->in (with its attachments) into c->thread; leaves the
+ * thread.item.done event in c->out. Reference §9 step 3 and §11.2. */
+static int add_user_message(store_conn *db, ck_call *c)
+{
+    char id[ID_MAX], ts[TS_MAX];
+    id_new("msg", id);
+    int64_t us = next_us(c);
+    ts_format(us, ts);
+    json_t *atts = json_array();
+    json_t *item = json_pack("{s:s,s:s,s:s,s:s,s:O,s:o}", "id", id, "thread_id", c->thread.id,
+                             "created_at", ts, "type", "user_message", "content",
+                             json_object_get(c->in, "content"), "attachments", atts);
+    if (json_object_get(c->in, "quoted_text"))
+        json_object_set(item, "quoted_text", json_object_get(c->in, "quoted_text"));
+    json_object_set(item, "inference_options", json_object_get(c->in, "inference_options"));
+    size_t i;
+    json_t *aid;
+    int rc = 0;
+    json_array_foreach(c->attachment_ids, i, aid)
+    {
+        store_attachment a = {0};
+        rc = store_attachment_load(db, &c->scope, json_string_value(aid), &a);
+        if (rc) {
+            store_attachment_clear(&a);
+            json_decref(item);
+            return rc == STORE_ENOTFOUND
+                       ? refuse(c, 404, "not_found", "attachment %.64s not found",
+                                json_string_value(aid))
+                       : rc;
+        }
+        json_t *aj = json_loads(a.json, 0, NULL);
+        if (!json_is_object(aj)) {
+            json_decref(aj);
+            aj = json_pack("{s:s,s:s,s:s,s:s}", "id", a.id, "name", a.name, "mime_type",
+                           a.mime_type, "type", "file");
+        }
+        json_object_set_new(aj, "thread_id", json_string(c->thread.id));
+        snprintf(a.thread_id, sizeof a.thread_id, "%s", c->thread.id);
+        free(a.json);
+        a.json = json_dumps(aj, JSON_COMPACT);
+        rc = a.json ? store_attachment_save(db, &c->scope, &a) : STORE_EIO;
+        store_attachment_clear(&a);
+        json_array_append_new(atts, aj);
+        if (rc) {
+            json_decref(item);
+            return rc;
+        }
+    }
+    store_item it;
+    rc = item_json_to_store(c, item, &it);
+    if (!rc)
+        rc = store_item_add(db, &c->scope, &it);
+    if (!rc) {
+        buf_puts(&c->out, "{\"type\":\"thread.item.done\",\"item\":");
+        buf_puts(&c->out, it.json);
+        buf_putc(&c->out, '}');
+    }
+    store_item_clear(&it);
+    json_decref(item);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ streaming handlers */
+
+static const ck_agent *agent_by_id(ck_auth *a, const char *id)
+{
+    for (size_t i = 0; i < a->n_agents; i++)
+        if (!strcmp(a->agents[i].id, id))
+            return &a->agents[i];
+    return NULL;
+}
+
+/* Starts the stream for c->thread; the thread id is reserved in app->active. */
+static ck_stream *open_stream(ck_call *c)
+{
+    const ck_agent *agent = agent_by_id(c->auth, c->thread.agent_id);
+    static const ck_agent none = {"", "unknown", "none:unknown", NULL};
+    ck_stream *st = stream_new(c->app, c->req, &c->scope, &c->thread, agent ? agent : &none,
+                               c->last_us > c->thread.last_item_us ? c->last_us
+                                                                   : c->thread.last_item_us);
+    return st;
+}
+
+static const char stream_options_ev[] = "{\"type\":\"stream_options\",\"stream_options\":"
+                                        "{\"allow_cancel\":true}}";
+
+static void emit_stream_options(ck_stream *st)
+{
+    stream_emit_raw(st, stream_options_ev, sizeof stream_options_ev - 1);
+}
+
+static json_t *user_turn(const char *text)
+{
+    return json_pack("[{s:s,s:s}]", "role", "user", "content", text ? text : "");
+}
+
+/* Reserve the thread for this request's run: one run per thread. */
+static int reserve_thread(ck_call *c)
+{
+    if (map_get(&c->app->active, c->thread_id))
+        return -1;
+    map_put(&c->app->active, c->thread_id, c);
+    return 0;
+}
+
+static void release_thread(ck_call *c)
+{
+    if (map_get(&c->app->active, c->thread_id) == c)
+        map_del(&c->app->active, c->thread_id);
+}
+
+/* Streams a lone error event: the thread is busy with another run. */
+static void reply_busy(ck_call *c)
+{
+    static const char ev[] =
+        "{\"type\":\"error\",\"code\":\"custom\",\"message\":\"This thread is still answering a "
+        "previous message. Wait for it to finish or stop it, then send again.\","
+        "\"allow_retry\":false}";
+    if (http_sse_start(c->req, NULL) == 0) {
+        http_sse_send(c->req, ev, sizeof ev - 1);
+        http_sse_end(c->req);
+    }
+    call_free(c);
+}
+
+/* Wraps a streaming job's done: a refused or failed job must free the reservation. */
+static void stream_job_done(int rc, void *arg)
+{
+    ck_call *c = arg;
+    if (c->status || rc)
+        release_thread(c);
+    job_done(rc, arg);
+}
+
+static void run_stream_job(ck_call *c, call_work work, call_fn next)
+{
+    c->work = work;
+    c->next = next;
+    if (store_write(c->app->st, trampoline, stream_job_done, c)) {
+        release_thread(c);
+        reply_error(c, 503, "unavailable", "the server is shutting down");
+    }
+}
+
+/* threads.create */
+static int work_create(store_conn *db, ck_call *c)
+{
+    store_thread *t = &c->thread;
+    memset(t, 0, sizeof *t);
+    snprintf(t->id, sizeof t->id, "%s", c->thread_id);
+    snprintf(t->agent_id, sizeof t->agent_id, "%s", c->agent->id);
+    t->status_json = xstrdup("{\"type\":\"active\"}");
+    t->metadata_json = xstrdup("{}");
+    t->created_us = next_us(c);
+    int rc = store_thread_insert(db, &c->scope, t);
+    return rc ? rc : add_user_message(db, c);
+}
+
+static void done_create(ck_call *c)
+{
+    buf ev = BUF_INIT(0);
+    buf_puts(&ev, "{\"type\":\"thread.created\",\"thread\":");
+    ck_thread_json(&ev, &c->thread, NULL);
+    buf_putc(&ev, '}');
+    release_thread(c);
+    ck_stream *st = open_stream(c);
+    stream_emit_raw(st, ev.data, ev.len);
+    buf_free(&ev);
+    stream_emit_raw(st, c->out.data, c->out.len);
+    emit_stream_options(st);
+    run_start(st, user_turn(c->text), c->text);
+    call_free(c);
+}
+
+/* threads.add_user_message */
+static int work_add_message(store_conn *db, ck_call *c)
+{
+    int rc = load_thread(db, c);
+    return rc ? rc : add_user_message(db, c);
+}
+
+static void done_add_message(ck_call *c)
+{
+    release_thread(c);
+    ck_stream *st = open_stream(c);
+    stream_emit_raw(st, c->out.data, c->out.len);
+    emit_stream_options(st);
+    run_start(st, user_turn(c->text), c->text);
+    call_free(c);
+}
+
+/* threads.add_client_tool_output (reference §11.4) */
+static int work_tool_output(store_conn *db, ck_call *c)
+{
+    int rc = load_thread(db, c);
+    if (rc)
+        return rc;
+    store_item_page p = {0};
+    store_page_req pr = {20, 1, NULL};
+    rc = store_items_list(db, &c->scope, c->thread_id, &pr, &p);
+    if (rc)
+        return rc;
+    json_t *newest = p.n ? ck_item_parse(&p.items[0]) : NULL;
+    if (!newest || strcmp(p.items[0].type, "client_tool_call") ||
+        strcmp(json_string_value(json_object_get(newest, "status")) ?: "", "pending")) {
+        json_decref(newest);
+        store_item_page_clear(&p);
+        return refuse(c, 400, "no_pending_tool_call",
+                      "the thread has no pending client tool call to complete");
+    }
+    json_object_set_new(newest, "status", json_string("completed"));
+    json_object_set(newest, "output", json_object_get(c->in, "result"));
+    c->result = json_pack("{s:O,s:O}", "name", json_object_get(newest, "name"), "call_id",
+                          json_object_get(newest, "call_id"));
+    free(p.items[0].json);
+    p.items[0].json = json_dumps(newest, JSON_COMPACT);
+    json_decref(newest);
+    rc = p.items[0].json ? store_item_save(db, &c->scope, &p.items[0]) : STORE_EIO;
+    /* other calls still pending among the newest 20 are abandoned */
+    for (size_t i = 1; !rc && i < p.n; i++) {
+        if (strcmp(p.items[i].type, "client_tool_call"))
+            continue;
+        json_t *it = ck_item_parse(&p.items[i]);
+        if (it && !strcmp(json_string_value(json_object_get(it, "status")) ?: "", "pending"))
+            rc = store_item_delete(db, &c->scope, c->thread_id, p.items[i].id);
+        json_decref(it);
+    }
+    store_item_page_clear(&p);
+    return rc;
+}
+
+static void done_tool_output(ck_call *c)
+{
+    release_thread(c);
+    ck_stream *st = open_stream(c);
+    emit_stream_options(st);
+    char *out = json_dumps(json_object_get(c->in, "result"), JSON_COMPACT | JSON_ENCODE_ANY);
+    json_t *msgs = json_pack("[{s:s,s:s,s:s}]", "role", "tool", "tool_call_id",
+                             json_string_value(json_object_get(c->result, "call_id")) ?: "",
+                             "content", out ? out : "null");
+    free(out);
+    run_start(st, msgs, NULL);
+    call_free(c);
+}
+
+/* threads.add_structured_input (reference §11.10) */
+static int work_structured(store_conn *db, ck_call *c)
+{
+    int rc = load_thread(db, c);
+    if (rc)
+        return rc;
+    store_item it = {0};
+    rc = store_item_load(db, &c->scope, c->thread_id, c->item_id, &it);
+    if (rc)
+        return not_found(c, rc, "item");
+    json_t *item = ck_item_parse(&it);
+    if (!item || strcmp(it.type, "structured_input") ||
+        strcmp(json_string_value(json_object_get(item, "status")) ?: "", "pending")) {
+        json_decref(item);
+        store_item_clear(&it);
+        return refuse(c, 400, "not_pending", "item %.64s is not a pending structured input",
+                      c->item_id);
+    }
+    json_t *sub = c->in;
+    const char *status = json_string_value(json_object_get(sub, "status")) ?: "answered";
+    json_t *answers = json_object_get(sub, "answers");
+    buf summary = BUF_INIT(0);
+    size_t i;
+    json_t *q;
+    json_array_foreach(json_object_get(item, "inputs"), i, q)
+    {
+        const char *qid = json_string_value(json_object_get(q, "id")) ?: "";
+        json_t *a = json_object_get(answers, qid);
+        json_t *vals = json_object_get(a, "values");
+        json_t *ans;
+        if (!strcmp(status, "skipped") || !a || json_is_true(json_object_get(a, "skipped")) ||
+            json_array_size(vals) == 0) {
+            ans = json_pack("{s:[],s:b}", "values", "skipped", 1);
+        } else {
+            json_t *v = json_deep_copy(vals);
+            if (!strcmp(json_string_value(json_object_get(q, "type")) ?: "", "multiple_choice") &&
+                !json_is_true(json_object_get(q, "multiple")))
+                while (json_array_size(v) > 1)
+                    json_array_remove(v, 1);
+            ans = json_pack("{s:o,s:b}", "values", v, "skipped", 0);
+        }
+        buf_printf(&summary, "%s%s: ", summary.len ? "; " : "", qid);
+        json_t *vv = json_object_get(ans, "values");
+        if (!json_array_size(vv))
+            buf_puts(&summary, "(skipped)");
+        size_t k;
+        json_t *x;
+        json_array_foreach(vv, k, x) buf_printf(&summary, "%s%s", k ? ", " : "",
+                                                json_string_value(x));
+        json_object_set_new(q, "answer", ans);
+    }
+    json_object_set_new(item, "status", json_string(status));
+    free(it.json);
+    it.json = json_dumps(item, JSON_COMPACT);
+    rc = it.json ? store_item_save(db, &c->scope, &it) : STORE_EIO;
+    if (!rc) {
+        buf_puts(&c->out, "{\"type\":\"thread.item.replaced\",\"item\":");
+        buf_puts(&c->out, it.json);
+        buf_putc(&c->out, '}');
+        c->text = buf_steal(&summary, NULL);
+    }
+    buf_free(&summary);
+    json_decref(item);
+    store_item_clear(&it);
+    return rc;
+}
+
+static void done_structured(ck_call *c)
+{
+    release_thread(c);
+    ck_stream *st = open_stream(c);
+    emit_stream_options(st);
+    stream_emit_raw(st, c->out.data, c->out.len);
+    char *text = c->text;
+    buf b = BUF_INIT(0);
+    buf_printf(&b, "structured input answers: %s", text);
+    json_t *msgs = json_pack("[{s:s,s:s,s:s}]", "role", "tool", "tool_call_id", c->item_id,
+                             "content", b.data);
+    buf_free(&b);
+    run_start(st, msgs, NULL);
+    call_free(c);
+}
+
+/* threads.retry_after_item (reference §11.5) */
+static int work_retry(store_conn *db, ck_call *c)
+{
+    int rc = load_thread(db, c);
+    if (rc)
+        return rc;
+    store_page_req pr = {20, 1, NULL};
+    char cursor[STORE_ID_MAX] = "";
+    for (;;) {
+        store_item_page p = {0};
+        rc = store_items_list(db, &c->scope, c->thread_id, &pr, &p);
+        if (rc)
+            return rc;
+        size_t i;
+        for (i = 0; i < p.n && strcmp(p.items[i].id, c->item_id); i++)
+            ;
+        if (i < p.n) {
+            if (strcmp(p.items[i].type, "user_message")) {
+                store_item_page_clear(&p);
+                return refuse(c, 400, "not_user_message", "item %.64s is not a user message",
+                              c->item_id);
+            }
+            json_t *msg = ck_item_parse(&p.items[i]);
+            buf text = BUF_INIT(0);
+            size_t k;
+            json_t *part;
+            json_array_foreach(json_object_get(msg, "content"), k, part)
+            {
+                const char *t = json_string_value(json_object_get(part, "text"));
+                if (t)
+                    buf_printf(&text, "%s%s", text.len ? " " : "", t);
+            }
+            json_decref(msg);
+            c->text = buf_steal(&text, NULL);
+            store_item_page_clear(&p);
+            break;
+        }
+        int more = p.has_more;
+        snprintf(cursor, sizeof cursor, "%s", p.after);
+        store_item_page_clear(&p);
+        if (!more)
+            return refuse(c, 404, "not_found", "item not found");
+        pr.after = cursor;
+    }
+    /* everything newer than the message goes, hidden items included, silently */
+    for (;;) {
+        store_item_page p = {0};
+        store_page_req after = {100, 0, c->item_id};
+        rc = store_items_list(db, &c->scope, c->thread_id, &after, &p);
+        for (size_t i = 0; !rc && i < p.n; i++)
+            rc = store_item_delete(db, &c->scope, c->thread_id, p.items[i].id);
+        int more = p.has_more;
+        store_item_page_clear(&p);
+        if (rc || !more)
+            return rc;
+    }
+}
+
+static void done_retry(ck_call *c)
+{
+    release_thread(c);
+    ck_stream *st = open_stream(c);
+    emit_stream_options(st);
+    run_start(st, user_turn(c->text), c->text);
+    call_free(c);
+}
+
+/* threads.custom_action / threads.sync_custom_action (reference §11.6) */
+static int load_action_item(store_conn *db, ck_call *c)
+{
+    int rc = load_thread(db, c);
+    if (rc || !c->item_id[0])
+        return rc;
+    store_item it = {0};
+    rc = store_item_load(db, &c->scope, c->thread_id, c->item_id, &it);
+    if (rc)
+        return not_found(c, rc, "item");
+    if (strcmp(it.type, "widget"))
+        c->not_widget = 1;
+    else
+        c->result = ck_item_parse(&it);
+    store_item_clear(&it);
+    return 0;
+}
+
+static int work_action(store_conn *db, ck_call *c) { return load_action_item(db, c); }
+
+static void done_action(ck_call *c)
+{
+    release_thread(c);
+    if (c->not_widget) {
+        static const char ev[] =
+            "{\"type\":\"error\",\"code\":\"stream.error\",\"allow_retry\":false}";
+        if (http_sse_start(c->req, NULL) == 0) {
+            http_sse_send(c->req, ev, sizeof ev - 1);
+            http_sse_end(c->req);
+        }
+        call_free(c);
+        return;
+    }
+    ck_stream *st = open_stream(c);
+    emit_stream_options(st);
+    run_action(st, json_object_get(c->in, "action"), c->result);
+    call_free(c);
+}
+
+static int work_sync_action(store_conn *db, ck_call *c)
+{
+    int rc = load_action_item(db, c);
+    if (rc)
+        return rc;
+    if (c->not_widget)
+        return refuse(c, 400, "not_widget", "item %.64s is not a widget", c->item_id);
+    if (!c->result || !run_demo_apply_action(c->result, json_object_get(c->in, "action"))) {
+        buf_puts(&c->out, "{}");
+        return 0;
+    }
+    /* the SDK leaves persisting updated_item to the integration: we do it */
+    store_item it;
+    rc = item_json_to_store(c, c->result, &it);
+    if (!rc)
+        rc = store_item_save(db, &c->scope, &it);
+    if (!rc) {
+        buf_puts(&c->out, "{\"updated_item\":");
+        buf_puts(&c->out, it.json);
+        buf_putc(&c->out, '}');
+    }
+    store_item_clear(&it);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ JSON handlers */
+
+static int work_get(store_conn *db, ck_call *c)
+{
+    int rc = load_thread(db, c);
+    if (rc)
+        return rc;
+    store_item_page p = {0};
+    store_page_req pr = {20, 0, NULL}; /* the oldest 20, reference §10 */
+    rc = store_items_list(db, &c->scope, c->thread_id, &pr, &p);
+    if (!rc) {
+        buf items = BUF_INIT(0);
+        ck_items_page_json(&items, &p);
+        ck_thread_json(&c->out, &c->thread, items.data);
+        buf_free(&items);
+    }
+    store_item_page_clear(&p);
+    return rc;
+}
+
+static int work_list(store_conn *db, ck_call *c)
+{
+    store_thread_page p = {0};
+    int rc = store_threads_list(db, &c->scope, c->agent->id, &c->page, &p);
+    if (rc == STORE_ENOTFOUND)
+        return refuse(c, 400, "invalid_cursor", "params.after is not a thread of this list");
+    if (rc)
+        return rc;
+    buf_puts(&c->out, "{\"data\":[");
+    for (size_t i = 0; i < p.n; i++) {
+        if (i)
+            buf_putc(&c->out, ',');
+        ck_thread_json(&c->out, &p.threads[i], NULL);
+    }
+    buf_printf(&c->out, "],\"has_more\":%s", p.has_more ? "true" : "false");
+    if (p.has_more) {
+        buf_puts(&c->out, ",\"after\":");
+        buf_json_str(&c->out, p.after, strlen(p.after));
+    }
+    buf_putc(&c->out, '}');
+    store_thread_page_clear(&p);
+    return 0;
+}
+
+static int work_update(store_conn *db, ck_call *c)
+{
+    int rc = load_thread(db, c);
+    if (rc)
+        return rc;
+    free(c->thread.title);
+    c->thread.title = xstrdup(json_string_value(json_object_get(c->params, "title")));
+    rc = store_thread_save(db, &c->scope, &c->thread);
+    return rc ? rc : ck_thread_json(&c->out, &c->thread, NULL);
+}
+
+static int work_delete(store_conn *db, ck_call *c)
+{
+    int rc = store_thread_delete(db, &c->scope, c->thread_id);
+    return rc ? not_found(c, rc, "thread") : 0;
+}
+
+static int work_items(store_conn *db, ck_call *c)
+{
+    int rc = load_thread(db, c);
+    if (rc)
+        return rc;
+    store_item_page p = {0};
+    rc = store_items_list(db, &c->scope, c->thread_id, &c->page, &p);
+    if (rc == STORE_ENOTFOUND)
+        return refuse(c, 400, "invalid_cursor", "params.after is not an item of this thread");
+    if (!rc)
+        ck_items_page_json(&c->out, &p);
+    store_item_page_clear(&p);
+    return rc;
+}
+
+static int work_feedback(store_conn *db, ck_call *c)
+{
+    int rc = load_thread(db, c);
+    if (rc)
+        return rc;
+    json_t *ids = json_object_get(c->params, "item_ids");
+    size_t n = json_array_size(ids);
+    const char *list[MAX_FEEDBACK_IDS];
+    for (size_t i = 0; i < n; i++)
+        list[i] = json_string_value(json_array_get(ids, i));
+    rc = store_feedback_add(db, &c->scope, c->thread_id, list, n,
+                            json_string_value(json_object_get(c->params, "kind")));
+    return rc ? not_found(c, rc, "item") : 0;
+}
+
+static int work_attachment_create(store_conn *db, ck_call *c)
+{
+    store_attachment a = {0};
+    json_t *aj = json_object_get(c->in, "attachment");
+    snprintf(a.id, sizeof a.id, "%s", json_string_value(json_object_get(aj, "id")));
+    a.name = xstrdup(json_string_value(json_object_get(aj, "name")));
+    a.mime_type = xstrdup(json_string_value(json_object_get(aj, "mime_type")));
+    a.size = json_integer_value(json_object_get(c->in, "size"));
+    a.json = json_dumps(aj, JSON_COMPACT);
+    a.metadata_json = xstrdup("{}");
+    a.created_us = ts_now_us();
+    int rc = store_attachment_save(db, &c->scope, &a);
+    if (!rc)
+        buf_puts(&c->out, a.json);
+    store_attachment_clear(&a);
+    return rc;
+}
+
+static int work_attachment_delete(store_conn *db, ck_call *c)
+{
+    int rc = store_attachment_delete(db, &c->scope, c->item_id);
+    return rc ? not_found(c, rc, "attachment") : 0;
+}
+
+/* ------------------------------------------------------------------ dispatch */
+
+static int valid_mime(const char *m)
+{
+    /* type "/" subtype, token characters only (parameters are not part of a file's type) */
+    const char *slash = strchr(m, '/');
+    if (!slash || slash == m || !slash[1] || strlen(m) > 127)
+        return 0;
+    for (const char *p = m; *p; p++)
+        if (!(isalnum((unsigned char)*p) || strchr("!#$&^_.+-/", *p)) || (*p == '/' && p != slash))
+            return 0;
+    return 1;
+}
+
+static int mime_allowed(const config *cfg, const char *m)
+{
+    const char *list = cfg->allowed_mime_types;
+    if (!list || !*list)
+        return 1;
+    size_t ml = strlen(m);
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        const char *end = e;
+        while (end > p && end[-1] == ' ')
+            end--;
+        size_t n = (size_t)(end - p);
+        if (n && ((n == ml && !strncasecmp(p, m, n)) ||
+                  (n >= 2 && p[n - 1] == '*' && p[n - 2] == '/' && !strncasecmp(p, m, n - 1))))
+            return 1;
+        p = e;
+    }
+    return 0;
+}
+
+static void public_base(ck_call *c, char *out, size_t len)
+{
+    const char *pub = c->app->cfg->public_url;
+    if (pub && *pub) {
+        snprintf(out, len, "%s", pub);
+    } else {
+        /* Host is client input: keep only host[:port] characters */
+        const char *h = c->req->host ? c->req->host : c->app->cfg->listen;
+        char host[256];
+        size_t n = 0;
+        for (; *h && n < sizeof host - 1; h++)
+            if (isalnum((unsigned char)*h) || strchr(".-:[]", *h))
+                host[n++] = *h;
+        host[n] = 0;
+        snprintf(out, len, "http://%s", host);
+    }
+    size_t n = strlen(out);
+    while (n && out[n - 1] == '/')
+        out[--n] = 0;
+}
+
+static void handle_attachment_create(ck_call *c)
+{
+    json_t *name = json_object_get(c->params, "name");
+    json_t *mime = json_object_get(c->params, "mime_type");
+    long long size = -1;
+    if (!json_is_string(name) || json_string_length(name) == 0 ||
+        json_string_length(name) > MAX_NAME || strlen(json_string_value(name)) != json_string_length(name))
+        return reply_error(c, 400, "invalid_request",
+                           "params.name must be a file name of 1 to 255 bytes");
+    for (const char *p = json_string_value(name); *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return reply_error(c, 400, "invalid_request",
+                               "params.name must not contain control characters");
+    if (ck_lax_int(json_object_get(c->params, "size"), &size) || size < 0)
+        return reply_error(c, 400, "invalid_request", "params.size must be a non-negative integer");
+    if ((unsigned long long)size > c->app->cfg->upload_max_bytes)
+        return reply_error(c, 413, "file_too_large",
+                           "the file is larger than CHATKIT_UPLOAD_MAX_BYTES allows");
+    if (!json_is_string(mime))
+        return reply_error(c, 400, "invalid_request", "params.mime_type must be a string");
+    char m[128];
+    snprintf(m, sizeof m, "%s", json_string_value(mime));
+    char *semi = strchr(m, ';');
+    if (semi)
+        *semi = 0;
+    for (char *p = m; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    if (!valid_mime(m))
+        return reply_error(c, 400, "invalid_request", "params.mime_type is not a media type");
+    if (!mime_allowed(c->app->cfg, m))
+        return reply_error(c, 415, "unsupported_media_type",
+                           "this file type is not allowed (CHATKIT_ALLOWED_MIME_TYPES)");
+    char id[ID_MAX], base[512], url[700];
+    id_new("atc", id);
+    public_base(c, base, sizeof base);
+    int image = !strncmp(m, "image/", 6);
+    snprintf(url, sizeof url, "%s%s/upload/%s", base, c->app->cfg->api_url, id);
+    json_t *a = json_pack("{s:s,s:O,s:s,s:{s:s,s:s,s:{}},s:s}", "id", id, "name", name,
+                          "mime_type", m, "upload_descriptor", "url", url, "method", "PUT",
+                          "headers", "type", image ? "image" : "file");
+    if (image) {
+        snprintf(url, sizeof url, "%s%s/attachments/%s", base, c->app->cfg->api_url, id);
+        json_object_set_new(a, "preview_url", json_string(url));
+    }
+    c->in = json_pack("{s:o,s:I}", "attachment", a, "size", (json_int_t)size);
+    run_job(c, 1, work_attachment_create, reply_out);
+}
+
+/* Which agent a request is for: ?agent_id=, or the account's only agent. */
+static int resolve_agent(ck_call *c)
+{
+    char want[STORE_ID_MAX];
+    int n = c->req->query ? http_query_get(c->req->query, "agent_id", want, sizeof want) : -1;
+    if (n > 0) {
+        c->agent = agent_by_id(c->auth, want);
+    } else if (c->auth->n_agents == 1) {
+        c->agent = &c->auth->agents[0];
+    }
+    return c->agent ? 0 : -1;
+}
+
+static int check_text(ck_call *c, const char *key, size_t max)
+{
+    json_t *v = json_object_get(c->params, key);
+    if (!json_is_string(v) || json_string_length(v) > max ||
+        strlen(json_string_value(v)) != json_string_length(v))
+        return bad(c, "params.%s must be a string of at most %zu bytes", key, max);
+    return 0;
+}
+
+static void dispatch(ck_call *c)
+{
+    const char *t = c->type;
+    int streaming = !strcmp(t, "threads.add_user_message") ||
+                    !strcmp(t, "threads.add_client_tool_output") ||
+                    !strcmp(t, "threads.add_structured_input") ||
+                    !strcmp(t, "threads.retry_after_item") || !strcmp(t, "threads.custom_action");
+
+    if (!strcmp(t, "threads.create")) {
+        if (resolve_agent(c))
+            return reply_error(c, 422, "agent_required",
+                               "an agent is required: pass ?agent_id= naming an agent of your "
+                               "account");
+        if (parse_input(c))
+            return reply_error(c, 400, "invalid_request", c->msg);
+        id_new("thr", c->thread_id);
+        map_put(&c->app->active, c->thread_id, c);
+        return run_stream_job(c, work_create, done_create);
+    }
+    if (streaming || !strcmp(t, "threads.sync_custom_action")) {
+        if (get_id(c, "thread_id", c->thread_id, 1))
+            return reply_error(c, 400, "invalid_request", c->msg);
+        call_work work = NULL;
+        call_fn next = NULL;
+        if (!strcmp(t, "threads.add_user_message")) {
+            if (parse_input(c))
+                return reply_error(c, 400, "invalid_request", c->msg);
+            work = work_add_message;
+            next = done_add_message;
+        } else if (!strcmp(t, "threads.add_client_tool_output")) {
+            if (!json_object_get(c->params, "result"))
+                return reply_error(c, 400, "invalid_request", "params.result is required");
+            c->in = json_pack("{s:O}", "result", json_object_get(c->params, "result"));
+            work = work_tool_output;
+            next = done_tool_output;
+        } else if (!strcmp(t, "threads.add_structured_input")) {
+            json_t *in = json_object_get(c->params, "input");
+            json_t *st = json_object_get(in, "status");
+            json_t *ans = json_object_get(in, "answers");
+            if (get_id(c, "item_id", c->item_id, 1))
+                return reply_error(c, 400, "invalid_request", c->msg);
+            if (!json_is_object(in) ||
+                (st && !json_is_null(st) && (!json_is_string(st) ||
+                                             (strcmp(json_string_value(st), "answered") &&
+                                              strcmp(json_string_value(st), "skipped")))) ||
+                (ans && !json_is_null(ans) && !json_is_object(ans)))
+                return reply_error(c, 400, "invalid_request",
+                                   "params.input must be {status, answers}");
+            const char *k;
+            json_t *a;
+            json_object_foreach(ans, k, a)
+            {
+                json_t *vals = json_object_get(a, "values");
+                size_t i;
+                json_t *v;
+                if (!json_is_object(a) || (vals && !json_is_array(vals)) ||
+                    json_array_size(vals) > 64)
+                    return reply_error(c, 400, "invalid_request", "malformed answer");
+                json_array_foreach(vals, i, v) if (!json_is_string(v)) return reply_error(
+                    c, 400, "invalid_request", "answer values must be strings");
+            }
+            c->in = json_incref(in);
+            work = work_structured;
+            next = done_structured;
+        } else if (!strcmp(t, "threads.retry_after_item")) {
+            if (get_id(c, "item_id", c->item_id, 1))
+                return reply_error(c, 400, "invalid_request", c->msg);
+            work = work_retry;
+            next = done_retry;
+        } else {
+            json_t *action = json_object_get(c->params, "action");
+            if (get_id(c, "item_id", c->item_id, 0) < 0)
+                return reply_error(c, 400, "invalid_request", c->msg);
+            if (!json_is_object(action) || !json_is_string(json_object_get(action, "type")) ||
+                json_string_length(json_object_get(action, "type")) > 256)
+                return reply_error(c, 400, "invalid_request",
+                                   "params.action must be an object with a string type");
+            json_t *act = json_pack("{s:O,s:O}", "type", json_object_get(action, "type"),
+                                    "payload", json_object_get(action, "payload") ?: json_null());
+            c->in = json_pack("{s:o}", "action", act);
+            if (!strcmp(t, "threads.sync_custom_action"))
+                return run_job(c, 1, work_sync_action, reply_out);
+            work = work_action;
+            next = done_action;
+        }
+        if (reserve_thread(c))
+            return reply_busy(c);
+        return run_stream_job(c, work, next);
+    }
+    if (!strcmp(t, "threads.get_by_id") || !strcmp(t, "threads.delete")) {
+        if (get_id(c, "thread_id", c->thread_id, 1))
+            return reply_error(c, 400, "invalid_request", c->msg);
+        if (t[8] == 'g')
+            return run_job(c, 0, work_get, reply_out);
+        return run_job(c, 1, work_delete, reply_empty);
+    }
+    if (!strcmp(t, "threads.list")) {
+        if (resolve_agent(c))
+            return reply_error(c, 422, "agent_required",
+                               "an agent is required: pass ?agent_id= naming an agent of your "
+                               "account");
+        if (get_page(c))
+            return reply_error(c, 400, "invalid_request", c->msg);
+        return run_job(c, 0, work_list, reply_out);
+    }
+    if (!strcmp(t, "threads.update")) {
+        if (get_id(c, "thread_id", c->thread_id, 1) || check_text(c, "title", MAX_TITLE))
+            return reply_error(c, 400, "invalid_request", c->msg);
+        return run_job(c, 1, work_update, reply_out);
+    }
+    if (!strcmp(t, "items.list")) {
+        if (get_id(c, "thread_id", c->thread_id, 1) || get_page(c))
+            return reply_error(c, 400, "invalid_request", c->msg);
+        return run_job(c, 0, work_items, reply_out);
+    }
+    if (!strcmp(t, "items.feedback")) {
+        json_t *ids = json_object_get(c->params, "item_ids");
+        const char *kind = json_string_value(json_object_get(c->params, "kind"));
+        if (get_id(c, "thread_id", c->thread_id, 1))
+            return reply_error(c, 400, "invalid_request", c->msg);
+        if (!json_is_array(ids) || json_array_size(ids) == 0 ||
+            json_array_size(ids) > MAX_FEEDBACK_IDS)
+            return reply_error(c, 400, "invalid_request",
+                               "params.item_ids must be an array of 1 to 100 item ids");
+        size_t i;
+        json_t *v;
+        json_array_foreach(ids, i, v) if (!json_is_string(v) || json_string_length(v) == 0 ||
+                                          json_string_length(v) >= STORE_ID_MAX) return reply_error(
+            c, 400, "invalid_request", "params.item_ids must hold item id strings");
+        if (!kind || (strcmp(kind, "positive") && strcmp(kind, "negative")))
+            return reply_error(c, 400, "invalid_request",
+                               "params.kind must be \"positive\" or \"negative\"");
+        return run_job(c, 1, work_feedback, reply_empty);
+    }
+    if (!strcmp(t, "attachments.create"))
+        return handle_attachment_create(c);
+    if (!strcmp(t, "attachments.delete")) {
+        if (get_id(c, "attachment_id", c->item_id, 1))
+            return reply_error(c, 400, "invalid_request", c->msg);
+        return run_job(c, 1, work_attachment_delete, reply_empty);
+    }
+    if (!strcmp(t, "input.transcribe")) {
+        if (!json_is_string(json_object_get(c->params, "audio_base64")) ||
+            !json_is_string(json_object_get(c->params, "mime_type")))
+            return reply_error(c, 400, "invalid_request",
+                               "params.audio_base64 and params.mime_type must be strings");
+        return reply_error(c, 501, "not_configured",
+                           "speech transcription is not configured on this server");
+    }
+    char msg[160];
+    snprintf(msg, sizeof msg, "unsupported request type \"%.64s\"", t);
+    reply_error(c, 422, "unsupported_request", msg);
+}
+
+static void protocol(ck_call *c)
+{
+    json_error_t e;
+    c->body = json_loadb(c->req->body ? c->req->body : "", c->req->body_len,
+                         JSON_REJECT_DUPLICATES, &e);
+    if (!c->body) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "invalid JSON: %s (line %d, column %d)", e.text, e.line,
+                 e.column);
+        return reply_error(c, 400, "invalid_json", msg);
+    }
+    if (!json_is_object(c->body))
+        return reply_error(c, 400, "invalid_request", "the request must be a JSON object");
+    c->type = json_string_value(json_object_get(c->body, "type"));
+    if (!c->type)
+        return reply_error(c, 400, "invalid_request", "\"type\" must be a string");
+    c->params = json_object_get(c->body, "params");
+    if (!json_is_object(c->params))
+        return reply_error(c, 400, "invalid_request", "\"params\" must be an object");
+    json_t *md = json_object_get(c->body, "metadata");
+    if (md && !json_is_null(md) && !json_is_object(md))
+        return reply_error(c, 400, "invalid_request", "\"metadata\" must be an object");
+    c->app->n_requests++;
+    dispatch(c);
+}
+
+/* ------------------------------------------------------------------ authentication */
+
+static int work_auth(store_conn *db, ck_call *c)
+{
+    store_auth sa;
+    int rc = store_token_lookup(db, c->token_hash, ts_now_us(), &sa);
+    if (rc == STORE_ENOTFOUND)
+        return refuse(c, 401, "unauthorized", "missing or invalid bearer token");
+    if (rc)
+        return rc;
+    store_agent *agents = NULL;
+    size_t n = 0;
+    rc = store_agents_list(db, sa.scope.account_id, &agents, &n);
+    if (rc)
+        return rc;
+    ck_auth *a = xcalloc(1, sizeof *a);
+    a->scope = sa.scope;
+    a->agents = xcalloc(n ? n : 1, sizeof *a->agents);
+    a->n_agents = n;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(a->agents[i].id, agents[i].id, sizeof a->agents[i].id);
+        a->agents[i].name = xstrdup(agents[i].name);
+        a->agents[i].model = xstrdup(agents[i].model ? agents[i].model : "demo");
+        a->agents[i].instructions = agents[i].instructions ? xstrdup(agents[i].instructions) : NULL;
+    }
+    store_agents_free(agents, n);
+    a->refs = 1;
+    c->auth = a;
+    return 0;
+}
+
+static void auth_cache_clear(ck_app *app)
+{
+    for (size_t i = 0; i < app->auth_cache.cap; i++)
+        if (map_live(&app->auth_cache, i))
+            auth_release(app->auth_cache.slots[i].val);
+    map_free(&app->auth_cache);
+}
+
+static void route_authed(ck_call *c)
+{
+    if (c->is_upload) /* attachment bytes arrive with the attachments issue; routes exist now */
+        return reply_error(c, 501, "not_implemented",
+                           "storing attachment bytes is not implemented yet");
+    protocol(c);
+}
+
+static void authed(ck_call *c)
+{
+    ck_app *app = c->app;
+    c->auth->fetched_ms = uv_now(app->loop);
+    if (app->auth_cache.len >= AUTH_CACHE_MAX)
+        auth_cache_clear(app);
+    auth_release(map_get(&app->auth_cache, c->token_hash));
+    c->auth->refs++;
+    map_put(&app->auth_cache, c->token_hash, c->auth);
+    c->scope = c->auth->scope;
+    route_authed(c);
+}
+
+/* ------------------------------------------------------------------ routes */
+
+static void metrics(ck_app *app, http_req *req)
+{
+    char body[1024];
+    int n = snprintf(body, sizeof body,
+                     "# TYPE chatkitd_requests_total counter\nchatkitd_requests_total %llu\n"
+                     "# TYPE chatkitd_streams_total counter\nchatkitd_streams_total %llu\n"
+                     "# TYPE chatkitd_errors_total counter\nchatkitd_errors_total %llu\n"
+                     "# TYPE chatkitd_connections gauge\nchatkitd_connections %u\n"
+                     "# TYPE chatkitd_open_streams gauge\nchatkitd_open_streams %u\n"
+                     "# TYPE chatkitd_store_pending gauge\nchatkitd_store_pending %u\n",
+                     (unsigned long long)app->n_requests, (unsigned long long)app->n_streams,
+                     (unsigned long long)app->n_errors, http_server_connections(app->http),
+                     http_server_streams(app->http), store_pending(app->st));
+    http_respond(req, 200, "text/plain; version=0.0.4", body, (size_t)n, NULL);
+}
+
+void ck_handle(http_req *req, void *ud)
+{
+    ck_app *app = ud;
+    const char *path = req->path;
+    const char *api = app->cfg->api_url;
+    size_t apilen = strlen(api);
+
+    if (!strcmp(path, "/healthz") || !strcmp(path, "/readyz")) {
+        if (req->method != HTTP_M_GET && req->method != HTTP_M_HEAD)
+            return http_respond_error(req, 405, "method_not_allowed", "use GET");
+        if (path[1] == 'r' && app->shutting_down)
+            return http_respond_error(req, 503, "shutting_down", "the server is shutting down");
+        return http_respond(req, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
+    }
+    if (!strcmp(path, "/metrics")) {
+        if (req->method != HTTP_M_GET)
+            return http_respond_error(req, 405, "method_not_allowed", "use GET");
+        return metrics(app, req);
+    }
+    int is_api = !strcmp(path, api);
+    int is_upload = !strncmp(path, api, apilen) && (!strcmp(path + apilen, "/upload") ||
+                                                     !strncmp(path + apilen, "/upload/", 8) ||
+                                                     !strncmp(path + apilen, "/attachments/", 13));
+    if (!is_api && !is_upload)
+        return http_respond_error(req, 404, "not_found", "no such route");
+    if (is_api && req->method != HTTP_M_POST)
+        return http_respond_error(req, 405, "method_not_allowed", "use POST");
+
+    ck_call *c = xcalloc(1, sizeof *c);
+    c->app = app;
+    c->req = req;
+    c->out = (buf)BUF_INIT(0);
+    http_req_ref(req);
+    const char *token;
+    int tl = auth_bearer(req->authorization, &token);
+    if (tl < 0)
+        return reply_error(c, 401, "unauthorized", "missing or invalid bearer token");
+    auth_token_hash(token, (size_t)tl, c->token_hash);
+    c->is_upload = is_upload;
+    ck_auth *a = map_get(&app->auth_cache, c->token_hash);
+    if (a && uv_now(app->loop) - a->fetched_ms < app->cfg->auth_cache_ms) {
+        a->refs++;
+        c->auth = a;
+        c->scope = a->scope;
+        return route_authed(c);
+    }
+    run_job(c, 0, work_auth, authed);
+}
+
+void ck_app_init(ck_app *app, uv_loop_t *loop, const config *cfg, store *st)
+{
+    memset(app, 0, sizeof *app);
+    app->loop = loop;
+    app->cfg = cfg;
+    app->st = st;
+    app->started_ms = uv_now(loop);
+}
+
+void ck_app_free(ck_app *app)
+{
+    auth_cache_clear(app);
+    map_free(&app->active);
+}

@@ -1,1 +1,702 @@
-typedef int ck_placeholder_t; /* replaced by the real module */
+#include "chatkit/stream.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "run/run.h"
+#include "util/id.h"
+#include "util/log.h"
+#include "util/timeutil.h"
+
+enum entry_kind { E_EVENT, E_RAW, E_DELTA, E_TITLE, E_CANCEL, E_END };
+
+typedef struct entry {
+    struct entry *next;
+    enum entry_kind kind;
+    json_t *ev;        /* E_EVENT */
+    char *text;        /* E_RAW json, E_DELTA delta */
+    size_t len;
+    int index;         /* E_DELTA content index */
+    char item_id[ID_MAX];
+} entry;
+
+/* An item between thread.item.added and done. Assistant text lives in bufs (one per content
+ * part) so deltas append in O(1). */
+typedef struct pending {
+    struct pending *next;
+    json_t *item;
+    buf *parts;
+    size_t nparts;
+} pending;
+
+struct ck_stream {
+    ck_app *app;
+    http_req *req;          /* NULL once the client is gone */
+    store_scope scope;
+    store_thread thread;
+    ck_agent agent;
+    int64_t last_us;
+    entry *head, *tail;
+    pending *pend;
+    run *run;
+    int busy;               /* a store job is in flight */
+    int thread_dirty;
+    int announce;           /* an event went out since the change: time to announce it */
+    int pumping;            /* inside pump: nested pushes only enqueue */
+    int ended_pending;      /* E_END reached: free once the pump unwinds */
+    int finished;           /* producer said stream_finish, or we cancelled */
+    int cancelled;
+    int ended;
+    buf scratch;
+};
+
+static void pump(ck_stream *st);
+static void pump_loop(ck_stream *st);
+
+/* ---------- small helpers ---------- */
+
+int64_t stream_now(ck_stream *st)
+{
+    int64_t now = ts_now_us();
+    st->last_us = now > st->last_us ? now : st->last_us + 1;
+    return st->last_us;
+}
+
+const store_thread *stream_thread(ck_stream *st) { return &st->thread; }
+const ck_agent *stream_agent(ck_stream *st) { return &st->agent; }
+ck_app *stream_app(ck_stream *st) { return st->app; }
+const char *stream_rid(ck_stream *st) { return st->req ? st->req->rid : st->thread.id; }
+int stream_cancelled(ck_stream *st) { return st->cancelled; }
+void stream_set_run(ck_stream *st, run *r) { st->run = r; }
+
+json_t *stream_new_item(ck_stream *st, const char *prefix, const char *type)
+{
+    char id[ID_MAX], ts[TS_MAX];
+    id_new(prefix, id);
+    ts_format(stream_now(st), ts);
+    return json_pack("{s:s,s:s,s:s,s:s}", "id", id, "thread_id", st->thread.id, "created_at", ts,
+                     "type", type);
+}
+
+static void push(ck_stream *st, entry *e)
+{
+    if (st->ended) {
+        json_decref(e->ev);
+        free(e->text);
+        free(e);
+        return;
+    }
+    if (st->tail)
+        st->tail->next = e;
+    else
+        st->head = e;
+    st->tail = e;
+    pump(st);
+}
+
+static entry *entry_new(enum entry_kind k)
+{
+    entry *e = xcalloc(1, sizeof *e);
+    e->kind = k;
+    return e;
+}
+
+static void send_text(ck_stream *st, const char *json, size_t len)
+{
+    if (st->req && !st->cancelled)
+        http_sse_send(st->req, json, len);
+}
+
+static void send_json(ck_stream *st, const json_t *ev)
+{
+    if (!st->req || st->cancelled)
+        return;
+    buf_reset(&st->scratch);
+    if (ck_dump(&st->scratch, ev) == 0)
+        http_sse_send(st->req, st->scratch.data, st->scratch.len);
+}
+
+/* ---------- pending items ---------- */
+
+static pending *pending_find(ck_stream *st, const char *id, pending ***link)
+{
+    pending **pp = &st->pend;
+    for (; *pp; pp = &(*pp)->next) {
+        const char *pid = json_string_value(json_object_get((*pp)->item, "id"));
+        if (pid && !strcmp(pid, id)) {
+            if (link)
+                *link = pp;
+            return *pp;
+        }
+    }
+    return NULL;
+}
+
+static void pending_free(pending *p)
+{
+    for (size_t i = 0; i < p->nparts; i++)
+        buf_free(&p->parts[i]);
+    free(p->parts);
+    json_decref(p->item);
+    free(p);
+}
+
+static void pending_drop(ck_stream *st, const char *id)
+{
+    pending **link;
+    pending *p = pending_find(st, id, &link);
+    if (p) {
+        *link = p->next;
+        pending_free(p);
+    }
+}
+
+/* Pads the content list up to index (reference §5). */
+static buf *pending_part(pending *p, size_t index)
+{
+    if (index >= 256)
+        return NULL; /* no model writes that many parts; bound the padding */
+    if (index >= p->nparts) {
+        p->parts = realloc(p->parts, (index + 1) * sizeof *p->parts);
+        if (!p->parts)
+            log_oom();
+        for (size_t i = p->nparts; i <= index; i++)
+            p->parts[i] = (buf)BUF_INIT(0);
+        json_t *content = json_object_get(p->item, "content");
+        while (json_array_size(content) <= index)
+            json_array_append_new(content, json_pack("{s:[],s:s,s:s}", "annotations", "text", "",
+                                                     "type", "output_text"));
+        p->nparts = index + 1;
+    }
+    return &p->parts[index];
+}
+
+/* The pending assistant message with all deltas applied (new reference). */
+static json_t *pending_materialize(pending *p)
+{
+    json_t *item = json_deep_copy(p->item);
+    json_t *content = json_object_get(item, "content");
+    for (size_t i = 0; i < p->nparts && i < json_array_size(content); i++) {
+        json_t *part = json_array_get(content, i);
+        json_object_set_new(part, "text", json_stringn(p->parts[i].data ? p->parts[i].data : "",
+                                                       p->parts[i].len));
+    }
+    return item;
+}
+
+static void apply_update(ck_stream *st, pending *p, json_t *update)
+{
+    const char *ut = json_string_value(json_object_get(update, "type"));
+    long long idx = json_integer_value(json_object_get(update, "content_index"));
+    if (!ut)
+        return;
+    if (!strncmp(ut, "assistant_message.content_part.", 31) && idx >= 0) {
+        buf *b = pending_part(p, (size_t)idx);
+        if (!b)
+            return;
+        json_t *part = json_array_get(json_object_get(p->item, "content"), (size_t)idx);
+        if (!strcmp(ut + 31, "text_delta")) {
+            const char *d = json_string_value(json_object_get(update, "delta"));
+            if (d)
+                buf_append(b, d, json_string_length(json_object_get(update, "delta")));
+        } else if (!strcmp(ut + 31, "added") || !strcmp(ut + 31, "done")) {
+            json_t *c = json_object_get(update, "content");
+            if (json_is_object(c)) {
+                json_array_set(json_object_get(p->item, "content"), (size_t)idx, c);
+                buf_reset(b);
+                const char *t = json_string_value(json_object_get(c, "text"));
+                if (t)
+                    buf_append(b, t, json_string_length(json_object_get(c, "text")));
+            }
+        } else if (!strcmp(ut + 31, "annotation_added") && part) {
+            json_t *anns = json_object_get(part, "annotations");
+            if (!json_is_array(anns)) {
+                anns = json_array();
+                json_object_set_new(part, "annotations", anns);
+            }
+            long long ai = json_integer_value(json_object_get(update, "annotation_index"));
+            json_t *a = json_object_get(update, "annotation");
+            if (ai >= 0 && (size_t)ai < json_array_size(anns))
+                json_array_insert(anns, (size_t)ai, a);
+            else
+                json_array_append(anns, a);
+        }
+    } else if (!strcmp(ut, "workflow.task.added") || !strcmp(ut, "workflow.task.updated")) {
+        json_t *tasks = json_object_get(json_object_get(p->item, "workflow"), "tasks");
+        json_t *task = json_object_get(update, "task");
+        long long ti = json_integer_value(json_object_get(update, "task_index"));
+        if (!json_is_array(tasks) || !task)
+            return;
+        if (ut[14] == 'a' || ti < 0 || (size_t)ti >= json_array_size(tasks))
+            json_array_append_new(tasks, json_deep_copy(task)); /* copies: no aliasing (§16) */
+        else
+            json_array_set_new(tasks, (size_t)ti, json_deep_copy(task));
+    } else if (!strcmp(ut, "widget.root.updated")) {
+        json_t *w = json_object_get(update, "widget");
+        if (w)
+            json_object_set_new(p->item, "widget", json_deep_copy(w));
+    }
+    (void)st;
+}
+
+/* ---------- store jobs ---------- */
+
+enum job_op { J_ADD, J_SAVE, J_DELETE, J_THREAD, J_WIDGET };
+
+typedef struct job {
+    ck_stream *st;
+    enum job_op op;
+    store_item item;        /* J_ADD/J_SAVE/J_DELETE(id) /J_WIDGET(id + json = new root) */
+    store_thread thread;    /* J_THREAD */
+    json_t *send;           /* event to send once stored (NULL = none) */
+} job;
+
+static int job_work(store_conn *c, void *arg)
+{
+    job *j = arg;
+    ck_stream *st = j->st;
+    switch (j->op) {
+    case J_ADD: return store_item_add(c, &st->scope, &j->item);
+    case J_SAVE: return store_item_save(c, &st->scope, &j->item);
+    case J_DELETE: return store_item_delete(c, &st->scope, j->item.thread_id, j->item.id);
+    case J_THREAD: return store_thread_save(c, &st->scope, &j->thread);
+    case J_WIDGET: {
+        /* a widget update on a stored item: keep the stored copy current */
+        store_item cur = {0};
+        int rc = store_item_load(c, &st->scope, j->item.thread_id, j->item.id, &cur);
+        if (rc)
+            return rc == STORE_ENOTFOUND ? 0 : rc;
+        json_t *it = ck_item_parse(&cur);
+        json_t *w = json_loads(j->item.json, 0, NULL);
+        if (it && w && !strcmp(cur.type, "widget")) {
+            json_object_set_new(it, "widget", w);
+            w = NULL;
+            free(cur.json);
+            cur.json = json_dumps(it, JSON_COMPACT);
+            rc = cur.json ? store_item_save(c, &st->scope, &cur) : STORE_EIO;
+        }
+        json_decref(it);
+        json_decref(w);
+        store_item_clear(&cur);
+        return rc;
+    }
+    }
+    return STORE_EINVAL;
+}
+
+static void job_free(job *j)
+{
+    store_item_clear(&j->item);
+    store_thread_clear(&j->thread);
+    json_decref(j->send);
+    free(j);
+}
+
+static void job_done(int rc, void *arg)
+{
+    job *j = arg;
+    ck_stream *st = j->st;
+    st->busy = 0;
+    if (rc) {
+        LOGE(stream_rid(st), "store write failed", "op=%d rc=%d thread=%s", j->op, rc,
+             st->thread.id);
+        /* the client must not see what was not stored */
+        if (j->op != J_WIDGET) {
+            json_decref(j->send);
+            j->send = json_pack("{s:s,s:s,s:b}", "type", "error", "code", "stream.error",
+                                "allow_retry", 1);
+        }
+    }
+    if (j->send)
+        send_json(st, j->send);
+    job_free(j);
+    pump(st);
+}
+
+static void submit(ck_stream *st, job *j)
+{
+    j->st = st;
+    st->busy = 1;
+    if (store_write(st->app->st, job_work, job_done, j)) {
+        job_done(STORE_EIO, j);
+    }
+}
+
+static int item_to_store(ck_stream *st, const json_t *item, store_item *out)
+{
+    const char *id = json_string_value(json_object_get(item, "id"));
+    const char *type = json_string_value(json_object_get(item, "type"));
+    const char *ca = json_string_value(json_object_get(item, "created_at"));
+    if (!id || !type || strlen(id) >= STORE_ID_MAX || strlen(type) >= sizeof out->type)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    snprintf(out->id, sizeof out->id, "%s", id);
+    snprintf(out->thread_id, sizeof out->thread_id, "%s", st->thread.id);
+    snprintf(out->type, sizeof out->type, "%s", type);
+    out->hidden = CK_HIDDEN_TYPE(type);
+    if (!ca || ts_parse(ca, &out->created_us))
+        out->created_us = stream_now(st);
+    out->json = json_dumps(item, JSON_COMPACT);
+    return out->json ? 0 : -ENOMEM;
+}
+
+static void thread_copy(store_thread *dst, const store_thread *src)
+{
+    memset(dst, 0, sizeof *dst);
+    memcpy(dst->id, src->id, sizeof dst->id);
+    memcpy(dst->agent_id, src->agent_id, sizeof dst->agent_id);
+    dst->title = src->title ? xstrdup(src->title) : NULL;
+    dst->status_json = xstrdup(src->status_json ? src->status_json : "{\"type\":\"active\"}");
+    dst->allowed_image_domains =
+        src->allowed_image_domains ? xstrdup(src->allowed_image_domains) : NULL;
+    dst->metadata_json = xstrdup(src->metadata_json ? src->metadata_json : "{}");
+    dst->created_us = src->created_us;
+    dst->last_item_us = src->last_item_us;
+}
+
+/* ---------- the pipeline ---------- */
+
+static void handle_event(ck_stream *st, json_t *ev)
+{
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    json_t *item = json_object_get(ev, "item");
+    if (!type)
+        type = "";
+    if (!strcmp(type, "thread.item.done") || !strcmp(type, "thread.item.replaced")) {
+        const char *id = json_string_value(json_object_get(item, "id"));
+        const char *itype = json_string_value(json_object_get(item, "type"));
+        job *j = xcalloc(1, sizeof *j);
+        j->op = type[12] == 'd' ? J_ADD : J_SAVE;
+        if (!id || !itype || item_to_store(st, item, &j->item)) {
+            LOGE(stream_rid(st), "dropping malformed item event", "type=%s", type);
+            free(j);
+            json_decref(ev);
+            return;
+        }
+        pending_drop(st, id);
+        if (!CK_HIDDEN_TYPE(itype))
+            j->send = ev;
+        else
+            json_decref(ev);
+        submit(st, j);
+        return;
+    }
+    if (!strcmp(type, "thread.item.removed")) {
+        const char *id = json_string_value(json_object_get(ev, "item_id"));
+        if (!id || strlen(id) >= STORE_ID_MAX) {
+            json_decref(ev);
+            return;
+        }
+        job *j = xcalloc(1, sizeof *j);
+        j->op = J_DELETE;
+        snprintf(j->item.id, sizeof j->item.id, "%s", id);
+        snprintf(j->item.thread_id, sizeof j->item.thread_id, "%s", st->thread.id);
+        pending_drop(st, id);
+        j->send = ev;
+        submit(st, j);
+        return;
+    }
+    if (!strcmp(type, "thread.item.added") && json_is_object(item)) {
+        pending *p = xcalloc(1, sizeof *p);
+        p->item = json_deep_copy(item);
+        if (!json_is_array(json_object_get(p->item, "content")) &&
+            !strcmp(json_string_value(json_object_get(p->item, "type")) ?: "", "assistant_message"))
+            json_object_set_new(p->item, "content", json_array());
+        /* parts already present in the added item */
+        json_t *content = json_object_get(p->item, "content");
+        for (size_t i = 0; i < json_array_size(content); i++) {
+            buf *b = pending_part(p, i);
+            const char *t = json_string_value(json_object_get(json_array_get(content, i), "text"));
+            if (b && t)
+                buf_puts(b, t);
+        }
+        p->next = st->pend;
+        st->pend = p;
+    } else if (!strcmp(type, "thread.item.updated")) {
+        const char *id = json_string_value(json_object_get(ev, "item_id"));
+        json_t *update = json_object_get(ev, "update");
+        pending *p = id ? pending_find(st, id, NULL) : NULL;
+        if (p) {
+            apply_update(st, p, update);
+        } else if (id && strlen(id) < STORE_ID_MAX &&
+                   !strcmp(json_string_value(json_object_get(update, "type")) ?: "",
+                           "widget.root.updated")) {
+            /* an update to a stored widget (custom actions): store the new root first */
+            job *j = xcalloc(1, sizeof *j);
+            j->op = J_WIDGET;
+            snprintf(j->item.id, sizeof j->item.id, "%s", id);
+            snprintf(j->item.thread_id, sizeof j->item.thread_id, "%s", st->thread.id);
+            j->item.json = json_dumps(json_object_get(update, "widget"), JSON_COMPACT);
+            j->send = ev;
+            if (!j->item.json) {
+                job_free(j);
+                return;
+            }
+            submit(st, j);
+            return;
+        }
+    }
+    send_json(st, ev);
+    json_decref(ev);
+}
+
+static void handle_delta(ck_stream *st, entry *e)
+{
+    pending *p = pending_find(st, e->item_id, NULL);
+    if (p) {
+        buf *b = pending_part(p, (size_t)e->index);
+        if (b)
+            buf_append(b, e->text, e->len);
+    }
+    if (!st->req || st->cancelled)
+        return;
+    buf *s = &st->scratch;
+    buf_reset(s);
+    buf_puts(s, "{\"type\":\"thread.item.updated\",\"item_id\":");
+    buf_json_str(s, e->item_id, strlen(e->item_id));
+    buf_printf(s, ",\"update\":{\"type\":\"assistant_message.content_part.text_delta\","
+                  "\"content_index\":%d,\"delta\":", e->index);
+    buf_json_str(s, e->text, e->len);
+    buf_puts(s, "}}");
+    http_sse_send(st->req, s->data, s->len);
+}
+
+/* Reference §11.7: keep what the user saw, then tell the model the user stopped it. */
+static void handle_cancel(ck_stream *st)
+{
+    while (st->pend) {
+        pending *p = st->pend;
+        st->pend = p->next;
+        const char *t = json_string_value(json_object_get(p->item, "type"));
+        int keep = 0;
+        if (t && !strcmp(t, "assistant_message"))
+            for (size_t i = 0; i < p->nparts; i++)
+                for (size_t k = 0; k < p->parts[i].len; k++)
+                    if (!strchr(" \t\r\n", p->parts[i].data[k]))
+                        keep = 1;
+        if (keep) {
+            entry *e = entry_new(E_EVENT);
+            e->ev = json_pack("{s:s,s:o}", "type", "thread.item.done", "item", pending_materialize(p));
+            e->next = st->head;
+            st->head = e;
+            if (!st->tail)
+                st->tail = e;
+        }
+        pending_free(p);
+    }
+    json_t *note = stream_new_item(st, "shcx", "sdk_hidden_context");
+    json_object_set_new(note, "content",
+                        json_string("The user cancelled the stream. Stop responding to the "
+                                    "prior request."));
+    entry *e = entry_new(E_EVENT);
+    e->ev = json_pack("{s:s,s:o}", "type", "thread.item.done", "item", note);
+    /* after the kept messages, before E_END */
+    entry **pp = &st->head;
+    while (*pp && (*pp)->kind != E_END)
+        pp = &(*pp)->next;
+    e->next = *pp;
+    *pp = e;
+    if (!e->next)
+        st->tail = e;
+}
+
+static void end_stream(ck_stream *st)
+{
+    if (map_get(&st->app->active, st->thread.id) == st)
+        map_del(&st->app->active, st->thread.id);
+    if (st->req) {
+        http_req_on_close(st->req, NULL, NULL);
+        http_sse_end(st->req);
+        http_req_unref(st->req);
+        st->req = NULL;
+    }
+    while (st->pend) {
+        pending *p = st->pend;
+        st->pend = p->next;
+        pending_free(p);
+    }
+    store_thread_clear(&st->thread);
+    free(st->agent.name);
+    free(st->agent.model);
+    free(st->agent.instructions);
+    buf_free(&st->scratch);
+    free(st);
+}
+
+static void save_thread(ck_stream *st)
+{
+    st->thread_dirty = 0;
+    st->announce = 0;
+    job *j = xcalloc(1, sizeof *j);
+    j->op = J_THREAD;
+    thread_copy(&j->thread, &st->thread);
+    buf b = BUF_INIT(0);
+    buf_puts(&b, "{\"type\":\"thread.updated\",\"thread\":");
+    ck_thread_json(&b, &st->thread, NULL);
+    buf_putc(&b, '}');
+    j->send = json_loadb(b.data, b.len, 0, NULL);
+    buf_free(&b);
+    submit(st, j);
+}
+
+static void pump(ck_stream *st)
+{
+    /* a send can drop a slow client synchronously, whose close handler pushes more entries:
+     * those are picked up by the loop below instead of a nested pump */
+    if (st->pumping)
+        return;
+    st->pumping = 1;
+    pump_loop(st);
+    st->pumping = 0;
+    if (st->ended_pending)
+        end_stream(st);
+}
+
+static void pump_loop(ck_stream *st)
+{
+    while (!st->busy) {
+        /* reference §11.8: a metadata change is saved and announced after the next event,
+         * and once more when the producer is done */
+        if (st->thread_dirty && (st->announce || (st->head && st->head->kind == E_END))) {
+            save_thread(st);
+            continue;
+        }
+        entry *e = st->head;
+        if (!e)
+            return;
+        st->head = e->next;
+        if (!st->head)
+            st->tail = NULL;
+        switch (e->kind) {
+        case E_EVENT: handle_event(st, e->ev); break;
+        case E_RAW: send_text(st, e->text, e->len); break;
+        case E_DELTA: handle_delta(st, e); break;
+        case E_TITLE:
+            /* applied in queue order, so thread.updated follows the events produced before */
+            free(st->thread.title);
+            st->thread.title = e->text;
+            e->text = NULL;
+            st->thread_dirty = 1;
+            break;
+        case E_CANCEL: handle_cancel(st); break;
+        case E_END:
+            free(e);
+            st->ended = 1;
+            st->ended_pending = 1;
+            return;
+        }
+        if (st->thread_dirty && e->kind != E_TITLE)
+            st->announce = 1;
+        free(e->text);
+        free(e);
+    }
+}
+
+/* ---------- public producers ---------- */
+
+static void on_client_close(http_req *req, void *ud)
+{
+    ck_stream *st = ud;
+    LOGI(req->rid, "client disconnected", "thread=%s", st->thread.id);
+    st->cancelled = 1;
+    http_req_unref(st->req);
+    st->req = NULL;
+    if (st->finished)
+        return; /* only the tail of a finished turn was still being stored */
+    st->finished = 1;
+    if (st->run) {
+        run_cancel(st->run);
+        st->run = NULL;
+    }
+    push(st, entry_new(E_CANCEL));
+    push(st, entry_new(E_END));
+}
+
+ck_stream *stream_new(ck_app *app, http_req *req, const store_scope *sc, const store_thread *thread,
+                      const ck_agent *agent, int64_t last_us)
+{
+    ck_stream *st = xcalloc(1, sizeof *st);
+    st->app = app;
+    st->req = req;
+    st->scope = *sc;
+    thread_copy(&st->thread, thread);
+    memcpy(st->agent.id, agent->id, sizeof st->agent.id);
+    st->agent.name = xstrdup(agent->name);
+    st->agent.model = xstrdup(agent->model);
+    st->agent.instructions = agent->instructions ? xstrdup(agent->instructions) : NULL;
+    st->last_us = last_us;
+    st->scratch = (buf)BUF_INIT(0);
+    http_req_ref(req);
+    map_put(&app->active, st->thread.id, st);
+    app->n_streams++;
+    if (http_sse_start(req, NULL)) {
+        /* gone already: nothing ran yet, nothing to cancel */
+        http_req_unref(req);
+        st->req = NULL;
+        st->cancelled = 1;
+    } else {
+        http_req_on_close(req, on_client_close, st);
+    }
+    return st;
+}
+
+void stream_emit(ck_stream *st, json_t *ev)
+{
+    entry *e = entry_new(E_EVENT);
+    e->ev = ev;
+    push(st, e);
+}
+
+void stream_emit_raw(ck_stream *st, const char *json, size_t len)
+{
+    entry *e = entry_new(E_RAW);
+    e->text = xstrndup(json, len);
+    e->len = len;
+    push(st, e);
+}
+
+void stream_text_delta(ck_stream *st, const char *item_id, int content_index, const char *delta,
+                       size_t len)
+{
+    entry *e = entry_new(E_DELTA);
+    snprintf(e->item_id, sizeof e->item_id, "%s", item_id);
+    e->index = content_index;
+    e->text = xstrndup(delta, len);
+    e->len = len;
+    push(st, e);
+}
+
+void stream_error(ck_stream *st, const char *code, const char *message, int allow_retry)
+{
+    json_t *ev = json_pack("{s:s,s:s}", "type", "error", "code", code);
+    if (message)
+        json_object_set_new(ev, "message", json_string(message));
+    json_object_set_new(ev, "allow_retry", json_boolean(allow_retry));
+    stream_emit(st, ev);
+}
+
+void stream_progress(ck_stream *st, const char *icon, const char *text)
+{
+    json_t *ev = json_pack("{s:s}", "type", "progress_update");
+    if (icon)
+        json_object_set_new(ev, "icon", json_string(icon));
+    json_object_set_new(ev, "text", json_string(text));
+    stream_emit(st, ev);
+}
+
+void stream_set_title(ck_stream *st, const char *title)
+{
+    entry *e = entry_new(E_TITLE);
+    e->text = title ? xstrdup(title) : NULL;
+    push(st, e);
+}
+
+void stream_finish(ck_stream *st)
+{
+    st->run = NULL;
+    if (st->finished)
+        return;
+    st->finished = 1;
+    push(st, entry_new(E_END));
+}

@@ -1,1 +1,288 @@
-typedef int ck_placeholder_t; /* replaced by the real module */
+#include "run/run.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "llm/provider.h"
+#include "util/buf.h"
+#include "util/id.h"
+#include "util/log.h"
+
+struct run {
+    ck_stream *st;
+    const llm_provider *prov;
+    llm_call *call;
+    json_t *item;      /* the assistant message being streamed, or NULL */
+    buf text;          /* its text so far */
+    char *title_text;
+    int in_cb;         /* inside a provider callback: defer the free */
+    int dead;          /* cancelled or finished */
+};
+
+#define TITLE_MAX 60
+
+static void run_free(run *r)
+{
+    json_decref(r->item);
+    buf_free(&r->text);
+    free(r->title_text);
+    free(r);
+}
+
+/* Leaves a callback; frees the run if it was cancelled meanwhile. Returns 1 if it did. */
+static int leave(run *r)
+{
+    if (--r->in_cb == 0 && r->dead) {
+        run_free(r);
+        return 1;
+    }
+    return 0;
+}
+
+static json_t *output_part(const char *text, size_t len)
+{
+    return json_pack("{s:[],s:s%,s:s}", "annotations", "text", text ? text : "", len, "type",
+                     "output_text");
+}
+
+static void open_message(run *r)
+{
+    r->item = stream_new_item(r->st, "msg", "assistant_message");
+    json_object_set_new(r->item, "content", json_array());
+    /* the event gets its own copy: r->item keeps changing while the event may still queue */
+    stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.added", "item",
+                                 json_deep_copy(r->item)));
+    stream_emit(r->st, json_pack("{s:s,s:s,s:{s:s,s:i,s:o}}", "type", "thread.item.updated",
+                                 "item_id", json_string_value(json_object_get(r->item, "id")),
+                                 "update", "type", "assistant_message.content_part.added",
+                                 "content_index", 0, "content", output_part("", 0)));
+}
+
+static void close_message(run *r)
+{
+    if (!r->item)
+        return;
+    const char *id = json_string_value(json_object_get(r->item, "id"));
+    stream_emit(r->st, json_pack("{s:s,s:s,s:{s:s,s:i,s:o}}", "type", "thread.item.updated",
+                                 "item_id", id, "update", "type",
+                                 "assistant_message.content_part.done", "content_index", 0,
+                                 "content", output_part(r->text.data, r->text.len)));
+    json_array_append_new(json_object_get(r->item, "content"),
+                          output_part(r->text.data, r->text.len));
+    stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", r->item));
+    r->item = NULL;
+    buf_reset(&r->text);
+}
+
+/* First user message cut at a word boundary. */
+static void set_title(run *r)
+{
+    const store_thread *t = stream_thread(r->st);
+    if (t->title || !r->title_text || !stream_app(r->st)->cfg->title_enabled)
+        return;
+    const char *s = r->title_text;
+    while (*s == ' ' || *s == '\n' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    if (!n)
+        return;
+    if (n > TITLE_MAX) {
+        n = TITLE_MAX;
+        size_t cut = n;
+        while (cut > 0 && s[cut] != ' ')
+            cut--;
+        if (cut > TITLE_MAX / 2)
+            n = cut;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--; /* never split a UTF-8 sequence */
+    }
+    char title[TITLE_MAX + 1];
+    memcpy(title, s, n);
+    title[n] = 0;
+    for (char *p = title; *p; p++)
+        if (*p == '\n' || *p == '\r' || *p == '\t')
+            *p = ' ';
+    stream_set_title(r->st, title);
+}
+
+static void end_run(run *r)
+{
+    r->dead = 1;
+    stream_finish(r->st);
+}
+
+static void on_text(void *ud, const char *delta, size_t len)
+{
+    run *r = ud;
+    r->in_cb++;
+    if (!r->item)
+        open_message(r);
+    buf_append(&r->text, delta, len);
+    stream_text_delta(r->st, json_string_value(json_object_get(r->item, "id")), 0, delta, len);
+    leave(r);
+}
+
+json_t *run_demo_widget(long long n)
+{
+    char label[64];
+    snprintf(label, sizeof label, "Clicked %lld time%s", n, n == 1 ? "" : "s");
+    return json_pack(
+        "{s:s,s:[{s:s,s:s,s:s},{s:s,s:s,s:s},{s:s,s:[{s:s,s:s,s:{s:s,s:{s:I},s:s,s:s,s:b}},"
+        "{s:s,s:s,s:s,s:{s:s,s:{s:I},s:s,s:s,s:b}}]}]}",
+        "type", "Card", "children",
+        "type", "Title", "id", "title", "value", "Demo widget",
+        "type", "Text", "id", "count", "value", label,
+        "type", "Row", "children",
+        "type", "Button", "label", "Click me", "onClickAction", "type", "demo.click", "payload",
+        "n", (json_int_t)n, "handler", "server", "loadingBehavior", "auto", "streaming", 1,
+        "type", "Button", "label", "Click (sync)", "style", "secondary", "onClickAction", "type",
+        "demo.sync", "payload", "n", (json_int_t)n, "handler", "server", "loadingBehavior",
+        "auto", "streaming", 0);
+}
+
+int run_demo_apply_action(json_t *widget_item, const json_t *action)
+{
+    const char *type = json_string_value(json_object_get(action, "type"));
+    json_t *w = json_object_get(widget_item, "widget");
+    if (!type || (strcmp(type, "demo.click") && strcmp(type, "demo.sync")) || !w)
+        return 0;
+    /* the count lives in the widget (not the untrusted payload) */
+    json_t *count = json_object_get(json_array_get(json_object_get(w, "children"), 1), "value");
+    long long n = 0;
+    const char *v = json_string_value(count);
+    if (!v || sscanf(v, "Clicked %lld", &n) != 1)
+        return 0;
+    char copy[64];
+    snprintf(copy, sizeof copy, "Demo widget: clicked %lld time%s", n + 1, n + 1 == 1 ? "" : "s");
+    json_object_set_new(widget_item, "widget", run_demo_widget(n + 1));
+    json_object_set_new(widget_item, "copy_text", json_string(copy));
+    return 1;
+}
+
+static void on_tool_call(void *ud, const char *call_id, const char *name, const char *arguments)
+{
+    run *r = ud;
+    r->in_cb++;
+    close_message(r);
+    json_t *item = NULL;
+    if (!strcmp(name, "demo_widget")) {
+        item = stream_new_item(r->st, "msg", "widget");
+        json_object_set_new(item, "widget", run_demo_widget(0));
+        json_object_set_new(item, "copy_text", json_string("Demo widget: clicked 0 times"));
+    } else if (!strcmp(name, "get_selection")) {
+        item = stream_new_item(r->st, "tc", "client_tool_call");
+        json_t *args = json_loads(arguments ? arguments : "{}", 0, NULL);
+        if (!json_is_object(args)) {
+            json_decref(args);
+            args = json_object();
+        }
+        json_object_set_new(item, "status", json_string("pending"));
+        json_object_set_new(item, "call_id", json_string(call_id));
+        json_object_set_new(item, "name", json_string(name));
+        json_object_set_new(item, "arguments", args);
+    } else if (!strcmp(name, "demo_choose")) {
+        item = stream_new_item(r->st, "msg", "structured_input");
+        json_object_set_new(item, "status", json_string("pending"));
+        json_object_set_new(
+            item, "inputs",
+            json_pack("[{s:s,s:s,s:s,s:[{s:s},{s:s},{s:s}],s:b},{s:s,s:s,s:s,s:s}]", "type",
+                      "multiple_choice", "id", "color", "question", "Which color do you like?",
+                      "options", "value", "red", "value", "green", "value", "blue", "multiple", 0,
+                      "type", "freeform", "id", "note", "question", "Anything else?",
+                      "description", "Optional"));
+    } else {
+        LOGW(stream_rid(r->st), "model called an unknown tool", "tool=\"%.64s\"", name);
+    }
+    if (item)
+        stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", item));
+    leave(r);
+}
+
+static void on_done(void *ud, const llm_usage *u)
+{
+    run *r = ud;
+    r->in_cb++;
+    close_message(r);
+    set_title(r);
+    LOGD(stream_rid(r->st), "turn done", "in_tokens=%lld out_tokens=%lld",
+         (long long)u->input_tokens, (long long)u->output_tokens);
+    r->call = NULL;
+    end_run(r);
+    leave(r);
+}
+
+static void on_error(void *ud, const char *message, int retryable)
+{
+    run *r = ud;
+    r->in_cb++;
+    close_message(r); /* text received so far is kept */
+    LOGW(stream_rid(r->st), "model failed", "err=\"%s\"", message);
+    stream_error(r->st, "custom", message, retryable);
+    r->call = NULL;
+    end_run(r);
+    leave(r);
+}
+
+static const llm_callbacks callbacks = {on_text, on_tool_call, on_done, on_error};
+
+void run_start(ck_stream *st, json_t *messages, const char *title_text)
+{
+    const ck_agent *agent = stream_agent(st);
+    run *r = xcalloc(1, sizeof *r);
+    r->st = st;
+    r->text = (buf)BUF_INIT(0);
+    r->title_text = title_text ? xstrdup(title_text) : NULL;
+    stream_progress(st, "sparkle", "Analyzing your request...");
+    const char *model = NULL;
+    r->prov = llm_provider_find(agent->model, &model);
+    if (!r->prov) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "The model \"%.80s\" of this agent is not available in this "
+                                  "build.", agent->model);
+        stream_error(st, "custom", msg, 0);
+        json_decref(messages);
+        stream_finish(st);
+        run_free(r);
+        return;
+    }
+    if (agent->instructions && *agent->instructions)
+        json_array_insert_new(messages, 0,
+                              json_pack("{s:s,s:s}", "role", "system", "content", agent->instructions));
+    llm_request req = {model, messages, NULL, stream_app(st)->cfg->demo_delay_ms};
+    stream_set_run(st, r);
+    r->call = r->prov->start(stream_app(st)->loop, &req, &callbacks, r);
+    json_decref(messages);
+}
+
+void run_action(ck_stream *st, json_t *action, json_t *widget_item)
+{
+    if (widget_item) {
+        json_t *copy = json_deep_copy(widget_item);
+        if (run_demo_apply_action(copy, action))
+            stream_emit(st, json_pack("{s:s,s:O,s:{s:s,s:O}}", "type", "thread.item.updated",
+                                      "item_id", json_object_get(copy, "id"), "update", "type",
+                                      "widget.root.updated", "widget",
+                                      json_object_get(copy, "widget")));
+        json_decref(copy);
+    }
+    char *payload = json_dumps(json_object_get(action, "payload"), JSON_COMPACT | JSON_ENCODE_ANY);
+    char text[512];
+    snprintf(text, sizeof text, "the action \"%.64s\" with payload %.300s",
+             json_string_value(json_object_get(action, "type")), payload ? payload : "null");
+    free(payload);
+    run_start(st,
+              json_pack("[{s:s,s:s,s:s}]", "role", "tool", "tool_call_id", "action", "content", text),
+              NULL);
+}
+
+void run_cancel(run *r)
+{
+    if (r->dead)
+        return;
+    r->dead = 1;
+    if (r->call)
+        r->prov->cancel(r->call);
+    r->call = NULL;
+    if (!r->in_cb)
+        run_free(r);
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Runs every test suite and prints one closing line "N passed, N failed".
+#   FAST=1  plain build only (no valgrind, no ASan)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+BUILD_ASAN=${BUILD_ASAN:-build-asan}
+PY=/usr/bin/python3
+passed=0
+failed=0
+logdir=$(mktemp -d)
+trap 'rm -rf "$logdir"' EXIT
+
+# meson's summary: "Ok: N  Expected Fail: N  Fail: N  Unexpected Pass: N  Skipped: N  Timeout: N"
+count_meson() {
+  local log=$1 ok fail to up
+  ok=$(grep -E '^Ok:' "$log" | awk '{print $2}' | tail -1)
+  fail=$(grep -E '^Fail:' "$log" | awk '{print $2}' | tail -1)
+  to=$(grep -E '^Timeout:' "$log" | awk '{print $2}' | tail -1)
+  up=$(grep -E '^Unexpected Pass:' "$log" | awk '{print $3}' | tail -1)
+  if [ -z "$ok" ]; then ok=0; fail=1; fi
+  passed=$((passed + ok))
+  failed=$((failed + ${fail:-0} + ${to:-0} + ${up:-0}))
+}
+
+run_unit() { # $1 label, $2 build dir, rest: extra meson test args
+  local label=$1 dir=$2; shift 2
+  echo "== unit tests ($label)"
+  meson test -C "$dir" --print-errorlogs "$@" 2>&1 | tee "$logdir/unit-$label.log" | tail -15
+  count_meson "$logdir/unit-$label.log"
+}
+
+run_e2e() { # $1 label, $2 binary
+  local label=$1 bin=$2
+  echo "== end-to-end tests ($label)"
+  CHATKITD_BIN="$bin" $PY -m pytest tests/e2e -q -p no:cacheprovider \
+    --junitxml="$logdir/e2e-$label.xml" 2>&1 | tail -25
+  if [ -f "$logdir/e2e-$label.xml" ]; then
+    read -r p f < <($PY - "$logdir/e2e-$label.xml" <<'PYEOF'
+import sys, xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+suites = [r] if r.tag == "testsuite" else list(r)
+t = sum(int(s.get("tests", 0)) for s in suites)
+f = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+sk = sum(int(s.get("skipped", 0)) for s in suites)
+print(t - f - sk, f + sk)  # a skipped test counts as failed: nothing may be skipped silently
+PYEOF
+)
+    passed=$((passed + p)); failed=$((failed + f))
+  else
+    failed=$((failed + 1))
+  fi
+}
+
+run_unit plain "$BUILD"
+if [ -z "${FAST:-}" ]; then
+  run_unit valgrind "$BUILD" --wrap='valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite,indirect -q' --timeout-multiplier=4
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:halt_on_error=1}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+  run_unit asan "$BUILD_ASAN"
+  run_e2e asan "$PWD/$BUILD_ASAN/chatkitd"
+else
+  run_e2e plain "$PWD/$BUILD/chatkitd"
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

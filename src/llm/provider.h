@@ -1,0 +1,54 @@
+/* The model interface every provider implements (demo now; OpenAI and Anthropic adapters
+ * plug in here). A call streams callbacks on the loop thread until exactly one of on_done or
+ * on_error, unless llm_cancel was called first (then no callback runs after it returns).
+ *
+ * Input (llm_request.messages) is a JSON array in one neutral shape the adapters translate:
+ *   {"role":"system"|"user"|"assistant", "content": "text"}
+ *   {"role":"assistant", "tool_calls":[{"id","name","arguments": "<json text>"}]}
+ *   {"role":"tool", "tool_call_id", "content": "text"}
+ * Tools (llm_request.tools): [{"name","description","parameters": <JSON schema>}]. */
+#ifndef CK_PROVIDER_H
+#define CK_PROVIDER_H
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct llm_call llm_call;
+
+typedef struct llm_usage {
+    int64_t input_tokens;
+    int64_t output_tokens;
+} llm_usage;
+
+typedef struct llm_callbacks {
+    void (*on_text)(void *ud, const char *delta, size_t len);
+    /* A complete tool call; arguments is JSON text. The call continues (more calls may
+     * follow) until on_done. */
+    void (*on_tool_call)(void *ud, const char *id, const char *name, const char *arguments);
+    void (*on_done)(void *ud, const llm_usage *usage);
+    /* retryable: a transient upstream failure (429, 5xx, timeout). message is safe to show. */
+    void (*on_error)(void *ud, const char *message, int retryable);
+} llm_callbacks;
+
+typedef struct llm_request {
+    const char *model;   /* the part after "provider:" */
+    json_t *messages;    /* borrowed for the duration of llm_start */
+    json_t *tools;       /* borrowed; may be NULL */
+    unsigned delay_ms;   /* demo only: pause between deltas of a "slow" turn */
+} llm_request;
+
+typedef struct llm_provider {
+    const char *name;
+    llm_call *(*start)(uv_loop_t *loop, const llm_request *req, const llm_callbacks *cb,
+                       void *ud);
+    void (*cancel)(llm_call *call);
+} llm_provider;
+
+/* Resolves "provider:model" (or "demo"). Returns NULL for an unknown or not yet available
+ * provider; *model_out points into spec. */
+const llm_provider *llm_provider_find(const char *spec, const char **model_out);
+
+extern const llm_provider llm_demo_provider;
+
+#endif

@@ -1,0 +1,25 @@
+/* One agent turn: feeds the model the turn's input, turns its output into stream events
+ * (progress, assistant message deltas, items from tool calls), titles new threads. */
+#ifndef CK_RUN_H
+#define CK_RUN_H
+#include <jansson.h>
+
+#include "chatkit/stream.h"
+
+typedef struct run run;
+
+/* messages: the model input (provider.h shape); stolen. title_text: the user's text when the
+ * thread may need a title (NULL otherwise). The run calls stream_finish when it ends. */
+void run_start(ck_stream *st, json_t *messages, const char *title_text);
+/* A widget action (threads.custom_action): action {type, payload}; widget_item may be NULL.
+ * Both borrowed. */
+void run_action(ck_stream *st, json_t *action, json_t *widget_item);
+/* Stops the model at once; the run calls nothing on the stream afterwards. */
+void run_cancel(run *r);
+
+/* The demo widget (a Card with a counter and a button) for count n. */
+json_t *run_demo_widget(long long n);
+/* Applies a demo action to a widget item in place; returns 1 if it changed it. */
+int run_demo_apply_action(json_t *widget_item, const json_t *action);
+
+#endif
