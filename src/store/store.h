@@ -167,7 +167,8 @@ int store_item_save(store_conn *c, const store_scope *sc, const store_item *it);
 int store_item_load(store_conn *c, const store_scope *sc, const char *thread_id, const char *id,
                     store_item *out);
 int store_item_delete(store_conn *c, const store_scope *sc, const char *thread_id, const char *id);
-/* Includes hidden items. Unknown cursor -> ENOTFOUND. Semantics: protocol reference §10. */
+/* Includes hidden items. Unknown cursor -> ENOTFOUND. Semantics: protocol reference §10.
+ * A thread that is absent or not visible gives an empty page (reference store behaviour). */
 int store_items_list(store_conn *c, const store_scope *sc, const char *thread_id,
                      const store_page_req *pr, store_item_page *out);
 
@@ -193,17 +194,23 @@ void store_item_page_clear(store_item_page *p);
 void store_thread_page_clear(store_thread_page *p);
 
 /* ---- async dispatcher ---- */
+/* work runs inside a transaction the dispatcher owns (a write batch, or a read snapshot):
+ * it must not call store_begin/commit/rollback. */
 typedef int (*store_work_fn)(store_conn *c, void *arg); /* off the loop; return 0 or < 0 */
 typedef void (*store_done_fn)(int rc, void *arg);       /* on the loop, with work's result */
 
-/* Opens one writer connection (migrating) and n_readers reader connections. */
+/* Opens one writer connection (migrating) and n_readers reader connections. With n_readers 0
+ * or "sqlite::memory:" (one database per connection) reads run on the writer. */
 store *store_new(uv_loop_t *loop, const char *url, unsigned n_readers, char **err);
 int store_write(store *s, store_work_fn work, store_done_fn done, void *arg);
 int store_read(store *s, store_work_fn work, store_done_fn done, void *arg);
 /* Finishes queued jobs, stops threads, closes connections; done callbacks of finished jobs run
- * before this returns (call from the loop thread, with the loop not running other work). */
+ * before this returns (call from the loop thread, with the loop not running other work, not
+ * from inside a done callback). Jobs submitted meanwhile are refused. The caller must run the
+ * loop once more afterwards (uv_run): the async handle's close callback frees the memory. */
 void store_free(store *s);
-/* Jobs queued or running (for graceful shutdown and metrics). */
+/* Jobs queued or running (for graceful shutdown and metrics); a job counts until its done
+ * callback has started. Loop thread only. */
 unsigned store_pending(store *s);
 
 #endif

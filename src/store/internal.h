@@ -1,0 +1,21 @@
+/* Private to src/store: what the dispatcher needs from a connection beyond the public API.
+ * Not for use outside the store module. */
+#ifndef CK_STORE_INTERNAL_H
+#define CK_STORE_INTERNAL_H
+#include "store/store.h"
+
+/* Nestable savepoint inside the current transaction; the writer wraps each job in one so a
+ * failing job is undone alone. rollback = ROLLBACK TO + RELEASE (leaves the savepoint). */
+int store_savepoint(store_conn *c);
+int store_savepoint_release(store_conn *c);
+int store_savepoint_rollback(store_conn *c);
+/* Deferred (read) transaction: a read job sees one snapshot across its statements. */
+int store_begin_read(store_conn *c);
+/* 1 while a transaction is open. SQLite ends a transaction on its own after some errors
+ * (IOERR, FULL, NOMEM…); the writer checks this after each job. */
+int store_in_txn(store_conn *c);
+/* 1 for "sqlite::memory:": each connection is its own database, so the dispatcher runs reads
+ * on the writer connection. */
+int store_url_is_memory(const char *url);
+
+#endif
