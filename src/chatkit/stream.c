@@ -108,15 +108,6 @@ static void send_text(ck_stream *st, const char *json, size_t len)
         http_sse_send(st->req, json, len);
 }
 
-static void send_json(ck_stream *st, const json_t *ev)
-{
-    if (!st->req || st->cancelled)
-        return;
-    buf_reset(&st->scratch);
-    if (ck_dump(&st->scratch, ev) == 0)
-        http_sse_send(st->req, st->scratch.data, st->scratch.len);
-}
-
 /* ---------- pending items ---------- */
 
 static pending *pending_find(ck_stream *st, const char *id, pending ***link)
@@ -240,56 +231,74 @@ static void apply_update(ck_stream *st, pending *p, json_t *update)
     (void)st;
 }
 
-/* ---------- store jobs ---------- */
+/* ---------- store jobs ----------
+ * Events whose store effects are pending travel in one job: all store effects of the entries
+ * queued at that moment run in one transaction, then all their events go out in order. A
+ * streamed turn whose tail is queued at once (item.done, title) costs one commit. */
 
-enum job_op { J_ADD, J_SAVE, J_DELETE, J_THREAD, J_WIDGET };
+enum op_kind { J_ADD, J_SAVE, J_DELETE, J_THREAD, J_WIDGET };
+
+typedef struct op {
+    enum op_kind kind;
+    store_item item;     /* J_ADD/J_SAVE; J_DELETE and J_WIDGET use id (+ json = new root) */
+    store_thread thread; /* J_THREAD */
+} op;
 
 typedef struct job {
     ck_stream *st;
-    enum job_op op;
-    store_item item;        /* J_ADD/J_SAVE/J_DELETE(id) /J_WIDGET(id + json = new root) */
-    store_thread thread;    /* J_THREAD */
-    json_t *send;           /* event to send once stored (NULL = none) */
+    op *ops;
+    size_t nops;
+    buf out;       /* encoded events, each preceded by its length as a size_t */
 } job;
 
 static int job_work(store_conn *c, void *arg)
 {
     job *j = arg;
     ck_stream *st = j->st;
-    switch (j->op) {
-    case J_ADD: return store_item_add(c, &st->scope, &j->item);
-    case J_SAVE: return store_item_save(c, &st->scope, &j->item);
-    case J_DELETE: return store_item_delete(c, &st->scope, j->item.thread_id, j->item.id);
-    case J_THREAD: return store_thread_save(c, &st->scope, &j->thread);
-    case J_WIDGET: {
-        /* a widget update on a stored item: keep the stored copy current */
-        store_item cur = {0};
-        int rc = store_item_load(c, &st->scope, j->item.thread_id, j->item.id, &cur);
-        if (rc)
-            return rc == STORE_ENOTFOUND ? 0 : rc;
-        json_t *it = ck_item_parse(&cur);
-        json_t *w = json_loads(j->item.json, 0, NULL);
-        if (it && w && !strcmp(cur.type, "widget")) {
-            json_object_set_new(it, "widget", w);
-            w = NULL;
-            free(cur.json);
-            cur.json = json_dumps(it, JSON_COMPACT);
-            rc = cur.json ? store_item_save(c, &st->scope, &cur) : STORE_EIO;
+    int rc = 0;
+    for (size_t i = 0; !rc && i < j->nops; i++) {
+        op *o = &j->ops[i];
+        switch (o->kind) {
+        case J_ADD: rc = store_item_add(c, &st->scope, &o->item); break;
+        case J_SAVE: rc = store_item_save(c, &st->scope, &o->item); break;
+        case J_DELETE: rc = store_item_delete(c, &st->scope, o->item.thread_id, o->item.id); break;
+        case J_THREAD: rc = store_thread_save(c, &st->scope, &o->thread); break;
+        case J_WIDGET: {
+            /* a widget update on a stored item: keep the stored copy current */
+            store_item cur = {0};
+            rc = store_item_load(c, &st->scope, o->item.thread_id, o->item.id, &cur);
+            if (rc) {
+                store_item_clear(&cur);
+                rc = rc == STORE_ENOTFOUND ? 0 : rc;
+                break;
+            }
+            json_t *it = ck_item_parse(&cur);
+            json_t *w = json_loads(o->item.json, 0, NULL);
+            if (it && w && !strcmp(cur.type, "widget")) {
+                json_object_set_new(it, "widget", w);
+                w = NULL;
+                free(cur.json);
+                cur.json = json_dumps(it, JSON_COMPACT);
+                rc = cur.json ? store_item_save(c, &st->scope, &cur) : STORE_EIO;
+            }
+            json_decref(it);
+            json_decref(w);
+            store_item_clear(&cur);
+            break;
         }
-        json_decref(it);
-        json_decref(w);
-        store_item_clear(&cur);
-        return rc;
+        }
     }
-    }
-    return STORE_EINVAL;
+    return rc;
 }
 
 static void job_free(job *j)
 {
-    store_item_clear(&j->item);
-    store_thread_clear(&j->thread);
-    json_decref(j->send);
+    for (size_t i = 0; i < j->nops; i++) {
+        store_item_clear(&j->ops[i].item);
+        store_thread_clear(&j->ops[i].thread);
+    }
+    free(j->ops);
+    buf_free(&j->out);
     free(j);
 }
 
@@ -299,28 +308,62 @@ static void job_done(int rc, void *arg)
     ck_stream *st = j->st;
     st->busy = 0;
     if (rc) {
-        LOGE(stream_rid(st), "store write failed", "op=%d rc=%d thread=%s", j->op, rc,
-             st->thread.id);
+        LOGE(stream_rid(st), "store write failed", "rc=%d thread=%s ops=%zu", rc, st->thread.id,
+             j->nops);
         /* the client must not see what was not stored */
-        if (j->op != J_WIDGET) {
-            json_decref(j->send);
-            j->send = json_pack("{s:s,s:s,s:b}", "type", "error", "code", "stream.error",
-                                "allow_retry", 1);
+        static const char ev[] = "{\"type\":\"error\",\"code\":\"stream.error\",\"allow_retry\":true}";
+        send_text(st, ev, sizeof ev - 1);
+    } else {
+        for (size_t off = 0; off < j->out.len;) {
+            size_t n;
+            memcpy(&n, j->out.data + off, sizeof n);
+            off += sizeof n;
+            send_text(st, j->out.data + off, n);
+            off += n;
         }
     }
-    if (j->send)
-        send_json(st, j->send);
     job_free(j);
     pump(st);
 }
 
-static void submit(ck_stream *st, job *j)
+/* A new store effect in the batch being built (created on first use). */
+static op *job_op(job **jp, enum op_kind kind)
 {
-    j->st = st;
-    st->busy = 1;
-    if (store_write(st->app->st, job_work, job_done, j)) {
-        job_done(STORE_EIO, j);
+    job *j = *jp;
+    if (!j) {
+        j = *jp = xcalloc(1, sizeof *j);
+        j->out = (buf)BUF_INIT(0);
     }
+    j->ops = realloc(j->ops, (j->nops + 1) * sizeof *j->ops);
+    if (!j->ops)
+        log_oom();
+    op *o = &j->ops[j->nops++];
+    memset(o, 0, sizeof *o);
+    o->kind = kind;
+    return o;
+}
+
+/* An event for the client: straight out when nothing before it awaits the store, else after
+ * the batch has been stored. */
+static void out_text(ck_stream *st, job *j, const char *json, size_t len)
+{
+    if (!j) {
+        send_text(st, json, len);
+        return;
+    }
+    if (!st->req || st->cancelled)
+        return;
+    buf_append(&j->out, &len, sizeof len);
+    buf_append(&j->out, json, len);
+}
+
+static void out_json(ck_stream *st, job *j, const json_t *ev)
+{
+    if (!st->req || st->cancelled)
+        return;
+    buf_reset(&st->scratch);
+    if (ck_dump(&st->scratch, ev) == 0)
+        out_text(st, j, st->scratch.data, st->scratch.len);
 }
 
 static int item_to_store(ck_stream *st, const json_t *item, store_item *out)
@@ -357,7 +400,7 @@ static void thread_copy(store_thread *dst, const store_thread *src)
 
 /* ---------- the pipeline ---------- */
 
-static void handle_event(ck_stream *st, json_t *ev)
+static void handle_event(ck_stream *st, json_t *ev, job **jp)
 {
     const char *type = json_string_value(json_object_get(ev, "type"));
     json_t *item = json_object_get(ev, "item");
@@ -366,35 +409,27 @@ static void handle_event(ck_stream *st, json_t *ev)
     if (!strcmp(type, "thread.item.done") || !strcmp(type, "thread.item.replaced")) {
         const char *id = json_string_value(json_object_get(item, "id"));
         const char *itype = json_string_value(json_object_get(item, "type"));
-        job *j = xcalloc(1, sizeof *j);
-        j->op = type[12] == 'd' ? J_ADD : J_SAVE;
-        if (!id || !itype || item_to_store(st, item, &j->item)) {
+        store_item it;
+        if (!id || !itype || item_to_store(st, item, &it)) {
             LOGE(stream_rid(st), "dropping malformed item event", "type=%s", type);
-            free(j);
-            json_decref(ev);
             return;
         }
         pending_drop(st, id);
-        if (!CK_HIDDEN_TYPE(itype))
-            j->send = ev;
-        else
-            json_decref(ev);
-        submit(st, j);
+        op *o = job_op(jp, type[12] == 'd' ? J_ADD : J_SAVE);
+        o->item = it;
+        if (!CK_HIDDEN_TYPE(itype)) /* hidden items: stored, never sent */
+            out_json(st, *jp, ev);
         return;
     }
     if (!strcmp(type, "thread.item.removed")) {
         const char *id = json_string_value(json_object_get(ev, "item_id"));
-        if (!id || strlen(id) >= STORE_ID_MAX) {
-            json_decref(ev);
+        if (!id || strlen(id) >= STORE_ID_MAX)
             return;
-        }
-        job *j = xcalloc(1, sizeof *j);
-        j->op = J_DELETE;
-        snprintf(j->item.id, sizeof j->item.id, "%s", id);
-        snprintf(j->item.thread_id, sizeof j->item.thread_id, "%s", st->thread.id);
+        op *o = job_op(jp, J_DELETE);
+        snprintf(o->item.id, sizeof o->item.id, "%s", id);
+        snprintf(o->item.thread_id, sizeof o->item.thread_id, "%s", st->thread.id);
         pending_drop(st, id);
-        j->send = ev;
-        submit(st, j);
+        out_json(st, *jp, ev);
         return;
     }
     if (!strcmp(type, "thread.item.added") && json_is_object(item)) {
@@ -422,26 +457,20 @@ static void handle_event(ck_stream *st, json_t *ev)
         } else if (id && strlen(id) < STORE_ID_MAX &&
                    !strcmp(json_string_value(json_object_get(update, "type")) ?: "",
                            "widget.root.updated")) {
-            /* an update to a stored widget (custom actions): store the new root first */
-            job *j = xcalloc(1, sizeof *j);
-            j->op = J_WIDGET;
-            snprintf(j->item.id, sizeof j->item.id, "%s", id);
-            snprintf(j->item.thread_id, sizeof j->item.thread_id, "%s", st->thread.id);
-            j->item.json = json_dumps(json_object_get(update, "widget"), JSON_COMPACT);
-            j->send = ev;
-            if (!j->item.json) {
-                job_free(j);
-                return;
+            /* an update to a stored widget (custom actions): store the new root too */
+            char *root = json_dumps(json_object_get(update, "widget"), JSON_COMPACT);
+            if (root) {
+                op *o = job_op(jp, J_WIDGET);
+                snprintf(o->item.id, sizeof o->item.id, "%s", id);
+                snprintf(o->item.thread_id, sizeof o->item.thread_id, "%s", st->thread.id);
+                o->item.json = root;
             }
-            submit(st, j);
-            return;
         }
     }
-    send_json(st, ev);
-    json_decref(ev);
+    out_json(st, *jp, ev);
 }
 
-static void handle_delta(ck_stream *st, entry *e)
+static void handle_delta(ck_stream *st, entry *e, job *j)
 {
     pending *p = pending_find(st, e->item_id, NULL);
     if (p) {
@@ -459,7 +488,7 @@ static void handle_delta(ck_stream *st, entry *e)
                   "\"content_index\":%d,\"delta\":", e->index);
     buf_json_str(s, e->text, e->len);
     buf_puts(s, "}}");
-    http_sse_send(st->req, s->data, s->len);
+    out_text(st, j, s->data, s->len);
 }
 
 /* Reference §11.7: keep what the user saw, then tell the model the user stopped it. */
@@ -524,20 +553,19 @@ static void end_stream(ck_stream *st)
     free(st);
 }
 
-static void save_thread(ck_stream *st)
+/* thread.updated (reference §11.8): the save joins the batch, the event follows it. */
+static void save_thread(ck_stream *st, job **jp)
 {
     st->thread_dirty = 0;
     st->announce = 0;
-    job *j = xcalloc(1, sizeof *j);
-    j->op = J_THREAD;
-    thread_copy(&j->thread, &st->thread);
+    op *o = job_op(jp, J_THREAD);
+    thread_copy(&o->thread, &st->thread);
     buf b = BUF_INIT(0);
     buf_puts(&b, "{\"type\":\"thread.updated\",\"thread\":");
     ck_thread_json(&b, &st->thread, NULL);
     buf_putc(&b, '}');
-    j->send = json_loadb(b.data, b.len, 0, NULL);
+    out_text(st, *jp, b.data, b.len);
     buf_free(&b);
-    submit(st, j);
 }
 
 static void pump(ck_stream *st)
@@ -556,40 +584,50 @@ static void pump(ck_stream *st)
 static void pump_loop(ck_stream *st)
 {
     while (!st->busy) {
-        /* reference §11.8: a metadata change is saved and announced after the next event,
-         * and once more when the producer is done */
-        if (st->thread_dirty && (st->announce || (st->head && st->head->kind == E_END))) {
-            save_thread(st);
-            continue;
-        }
-        entry *e = st->head;
-        if (!e)
-            return;
-        st->head = e->next;
-        if (!st->head)
-            st->tail = NULL;
-        switch (e->kind) {
-        case E_EVENT: handle_event(st, e->ev); break;
-        case E_RAW: send_text(st, e->text, e->len); break;
-        case E_DELTA: handle_delta(st, e); break;
-        case E_TITLE:
-            /* applied in queue order, so thread.updated follows the events produced before */
-            free(st->thread.title);
-            st->thread.title = e->text;
-            e->text = NULL;
-            st->thread_dirty = 1;
-            break;
-        case E_CANCEL: handle_cancel(st); break;
-        case E_END:
+        job *j = NULL;
+        for (;;) {
+            /* reference §11.8: a metadata change is saved and announced after the next event,
+             * and once more when the producer is done */
+            if (st->thread_dirty && (st->announce || (st->head && st->head->kind == E_END))) {
+                save_thread(st, &j);
+                continue;
+            }
+            entry *e = st->head;
+            if (!e || (j && (e->kind == E_CANCEL || e->kind == E_END)))
+                break; /* the batch goes first */
+            st->head = e->next;
+            if (!st->head)
+                st->tail = NULL;
+            switch (e->kind) {
+            case E_EVENT: handle_event(st, e->ev, &j); break;
+            case E_RAW: out_text(st, j, e->text, e->len); break;
+            case E_DELTA: handle_delta(st, e, j); break;
+            case E_TITLE:
+                /* applied in queue order, so thread.updated follows the events before it */
+                free(st->thread.title);
+                st->thread.title = e->text;
+                e->text = NULL;
+                st->thread_dirty = 1;
+                break;
+            case E_CANCEL: handle_cancel(st); break;
+            case E_END:
+                free(e);
+                st->ended = 1;
+                st->ended_pending = 1;
+                return;
+            }
+            if (st->thread_dirty && e->kind != E_TITLE)
+                st->announce = 1;
+            json_decref(e->ev);
+            free(e->text);
             free(e);
-            st->ended = 1;
-            st->ended_pending = 1;
-            return;
         }
-        if (st->thread_dirty && e->kind != E_TITLE)
-            st->announce = 1;
-        free(e->text);
-        free(e);
+        if (!j)
+            return;
+        j->st = st;
+        st->busy = 1;
+        if (store_write(st->app->st, job_work, job_done, j))
+            job_done(STORE_EIO, j);
     }
 }
 

@@ -44,6 +44,12 @@ typedef struct jobq {
 struct store {
     uv_loop_t *loop;
     uv_async_t async;
+    /* group commit: writes submitted during one loop iteration reach the writer together, so
+     * they share one transaction (its fixed cost dominates small writes) */
+    uv_prepare_t prep;
+    uv_check_t check;
+    jobq staged;      /* loop thread only */
+    int open_handles; /* closed in store_free; the last close frees the store */
 
     pthread_mutex_t mu; /* wq, rq, stopping */
     pthread_cond_t wcond;
@@ -262,6 +268,27 @@ static void on_async(uv_async_t *h)
     deliver(s, j);
 }
 
+/* Hands the writes staged in this loop iteration to the writer in one go. */
+static void flush_staged(store *s)
+{
+    if (!s->staged.head)
+        return;
+    pthread_mutex_lock(&s->mu);
+    if (s->wq.tail)
+        s->wq.tail->next = s->staged.head;
+    else
+        s->wq.head = s->staged.head;
+    s->wq.tail = s->staged.tail;
+    pthread_cond_signal(&s->wcond);
+    pthread_mutex_unlock(&s->mu);
+    s->staged.head = s->staged.tail = NULL;
+}
+
+/* before the loop blocks (writes from timers) and after I/O callbacks (writes from requests
+ * and completions) */
+static void on_prepare(uv_prepare_t *h) { flush_staged(h->data); }
+static void on_check(uv_check_t *h) { flush_staged(h->data); }
+
 static int submit(store *s, int write, store_work_fn work, store_done_fn done, void *arg)
 {
     if (!s || !work || s->closing)
@@ -280,11 +307,12 @@ static int submit(store *s, int write, store_work_fn work, store_done_fn done, v
     if (s->pending++ == 0)
         uv_ref((uv_handle_t *)&s->async);
 
-    pthread_mutex_lock(&s->mu);
     if (write || !s->n_readers) {
-        q_push(&s->wq, j);
-        pthread_cond_signal(&s->wcond);
-    } else {
+        q_push(&s->staged, j);
+        return 0;
+    }
+    pthread_mutex_lock(&s->mu);
+    {
         q_push(&s->rq, j);
         pthread_cond_signal(&s->rcond);
     }
@@ -406,6 +434,14 @@ store *store_new(uv_loop_t *loop, const char *url, unsigned n_readers, char **er
     }
     s->async.data = s;
     uv_unref((uv_handle_t *)&s->async); /* referenced only while jobs are pending */
+    uv_prepare_init(loop, &s->prep);
+    uv_check_init(loop, &s->check);
+    s->prep.data = s->check.data = s;
+    uv_prepare_start(&s->prep, on_prepare);
+    uv_check_start(&s->check, on_check);
+    uv_unref((uv_handle_t *)&s->prep);
+    uv_unref((uv_handle_t *)&s->check);
+    s->open_handles = 3;
     return s;
 
 fail:
@@ -418,7 +454,9 @@ fail:
 
 static void on_close(uv_handle_t *h)
 {
-    free(h->data);
+    store *s = h->data;
+    if (--s->open_handles == 0)
+        free(s);
 }
 
 /* After this returns the caller must let the loop run once more (uv_run) so the async handle's
@@ -429,6 +467,7 @@ void store_free(store *s)
     if (!s)
         return;
     s->closing = 1; /* new jobs, including ones submitted by done callbacks below, fail */
+    flush_staged(s);
     stop_threads(s);
     /* every job has now run; complete the ones the loop has not seen yet, in order */
     pthread_mutex_lock(&s->dmu);
@@ -438,4 +477,6 @@ void store_free(store *s)
     deliver(s, j);
     release(s);
     uv_close((uv_handle_t *)&s->async, on_close);
+    uv_close((uv_handle_t *)&s->prep, on_close);
+    uv_close((uv_handle_t *)&s->check, on_close);
 }

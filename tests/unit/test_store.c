@@ -1012,6 +1012,7 @@ static void t_dispatch_batch_rollback(void **st)
     jobs[3].fail = 1;               /* rolled back alone */
     memcpy(jobs[5].id, "msg_1", 6); /* duplicate of job 1: ECONFLICT, alone */
     assert_int_equal(store_write(s, w_add, on_done, &jobs[0]), 0);
+    uv_run(&loop, UV_RUN_NOWAIT); /* writes reach the writer at the end of a loop iteration */
     sem_wait(&started);
     for (int i = 1; i < N; i++)
         assert_int_equal(store_write(s, w_add, on_done, &jobs[i]), 0);
@@ -1043,6 +1044,7 @@ static void t_dispatch_batch_rollback(void **st)
     more[0].started = &started;
     more[2].fail = 2;
     assert_int_equal(store_write(s, w_add, on_done, &more[0]), 0);
+    uv_run(&loop, UV_RUN_NOWAIT); /* writes reach the writer at the end of a loop iteration */
     sem_wait(&started);
     for (int i = 1; i < 4; i++)
         assert_int_equal(store_write(s, w_add, on_done, &more[i]), 0);
