@@ -41,18 +41,36 @@ typedef struct server {
     http_server *http;
     store *st;
     uv_signal_t sigint, sigterm;
+    uv_timer_t drain;
+    unsigned drain_ticks;
     int stopping;
 } server;
+
+/* Streams cut by the deadline still store what they had (cancellation); the store closes
+ * once they have drained, or after a last grace period. */
+static void finish_shutdown(uv_timer_t *t)
+{
+    server *s = t->data;
+    if ((s->app.active.len || store_pending(s->st)) && s->drain_ticks++ < 500)
+        return;
+    if (s->app.active.len)
+        LOGW(NULL, "streams still draining at exit", "streams=%zu", s->app.active.len);
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, NULL);
+    store_free(s->st);
+    s->st = NULL;
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
 
 static void on_http_done(http_server *srv, void *ud)
 {
     server *s = ud;
     (void)srv;
     LOGI(NULL, "connections closed; flushing the store", "%s", "");
-    store_free(s->st);
-    s->st = NULL;
-    uv_close((uv_handle_t *)&s->sigint, NULL);
-    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_timer_init(s->loop, &s->drain);
+    s->drain.data = s;
+    uv_timer_start(&s->drain, finish_shutdown, 0, 10);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -134,6 +152,7 @@ int main(int argc, char **argv)
     char err[512];
     if (config_load(&cfg, err, sizeof err)) {
         fprintf(stderr, "chatkitd: %s\n", err);
+        config_free(&cfg);
         return 2;
     }
     /* split: global flags (config) anywhere; the rest belongs to the command */

@@ -72,7 +72,9 @@ json_t *ck_item_parse(const store_item *it)
     json_error_t e;
     json_t *v = json_loads(it->json, 0, &e);
     if (!v || !json_is_object(v)) {
-        LOGE(NULL, "corrupt item in store", "item=%s err=\"%s\"", it->id, v ? "not an object" : e.text);
+        char q[200];
+        LOGE(NULL, "corrupt item in store", "item=%s err=\"%s\"", it->id,
+             log_quote(v ? "not an object" : e.text, q, sizeof q));
         json_decref(v);
         return NULL;
     }

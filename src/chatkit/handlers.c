@@ -578,7 +578,9 @@ static int work_tool_output(store_conn *db, ck_call *c)
                       "the thread has no pending client tool call to complete");
     }
     json_object_set_new(newest, "status", json_string("completed"));
-    json_object_set(newest, "output", json_object_get(c->in, "result"));
+    json_t *result = json_object_get(c->in, "result");
+    if (!json_is_null(result)) /* nulls are omitted on the wire (reference §2.1) */
+        json_object_set(newest, "output", result);
     c->result = json_pack("{s:O,s:O}", "name", json_object_get(newest, "name"), "call_id",
                           json_object_get(newest, "call_id"));
     free(p.items[0].json);
@@ -1228,7 +1230,7 @@ static void protocol(ck_call *c)
 {
     json_error_t e;
     c->body = json_loadb(c->req->body ? c->req->body : "", c->req->body_len,
-                         JSON_REJECT_DUPLICATES, &e);
+                         JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &e);
     if (!c->body) {
         char msg[200];
         snprintf(msg, sizeof msg, "invalid JSON: %s (line %d, column %d)", e.text, e.line,

@@ -12,11 +12,11 @@ struct run {
     ck_stream *st;
     const llm_provider *prov;
     llm_call *call;
-    json_t *item;      /* the assistant message being streamed, or NULL */
-    buf text;          /* its text so far */
+    json_t *item; /* the assistant message being streamed, or NULL */
+    buf text;     /* its text so far */
     char *title_text;
-    int in_cb;         /* inside a provider callback: defer the free */
-    int dead;          /* cancelled or finished */
+    int in_cb; /* inside a provider callback: defer the free */
+    int dead;  /* cancelled or finished */
 };
 
 #define TITLE_MAX 60
@@ -63,10 +63,10 @@ static void close_message(run *r)
     if (!r->item)
         return;
     const char *id = json_string_value(json_object_get(r->item, "id"));
-    stream_emit(r->st, json_pack("{s:s,s:s,s:{s:s,s:i,s:o}}", "type", "thread.item.updated",
-                                 "item_id", id, "update", "type",
-                                 "assistant_message.content_part.done", "content_index", 0,
-                                 "content", output_part(r->text.data, r->text.len)));
+    stream_emit(r->st,
+                json_pack("{s:s,s:s,s:{s:s,s:i,s:o}}", "type", "thread.item.updated", "item_id", id,
+                          "update", "type", "assistant_message.content_part.done", "content_index",
+                          0, "content", output_part(r->text.data, r->text.len)));
     json_array_append_new(json_object_get(r->item, "content"),
                           output_part(r->text.data, r->text.len));
     stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", r->item));
@@ -74,35 +74,40 @@ static void close_message(run *r)
     buf_reset(&r->text);
 }
 
-/* First user message cut at a word boundary. */
+/* First user message, at most TITLE_MAX characters, cut at a word boundary when it is
+ * longer. */
 static void set_title(run *r)
 {
     const store_thread *t = stream_thread(r->st);
     if (t->title || !r->title_text || !stream_app(r->st)->cfg->title_enabled)
         return;
     const char *s = r->title_text;
-    while (*s == ' ' || *s == '\n' || *s == '\t')
+    while (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r')
         s++;
-    size_t n = strlen(s);
+    size_t chars = 0, i = 0, last_space = 0, last_space_chars = 0;
+    while (s[i] && chars < TITLE_MAX) {
+        if (s[i] == ' ' || s[i] == '\n') {
+            last_space = i;
+            last_space_chars = chars;
+        }
+        i++;
+        while (((unsigned char)s[i] & 0xC0) == 0x80)
+            i++; /* continuation bytes of the same character */
+        chars++;
+    }
+    size_t n = i;
+    if (s[i] && last_space > 0 && last_space_chars > TITLE_MAX / 2)
+        n = last_space; /* longer than the limit: end at the last word boundary */
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\n'))
+        n--;
     if (!n)
         return;
-    if (n > TITLE_MAX) {
-        n = TITLE_MAX;
-        size_t cut = n;
-        while (cut > 0 && s[cut] != ' ')
-            cut--;
-        if (cut > TITLE_MAX / 2)
-            n = cut;
-        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-            n--; /* never split a UTF-8 sequence */
-    }
-    char title[TITLE_MAX + 1];
-    memcpy(title, s, n);
-    title[n] = 0;
+    char *title = xstrndup(s, n);
     for (char *p = title; *p; p++)
         if (*p == '\n' || *p == '\r' || *p == '\t')
             *p = ' ';
     stream_set_title(r->st, title);
+    free(title);
 }
 
 static void end_run(run *r)
@@ -129,15 +134,12 @@ json_t *run_demo_widget(long long n)
     return json_pack(
         "{s:s,s:[{s:s,s:s,s:s},{s:s,s:s,s:s},{s:s,s:[{s:s,s:s,s:{s:s,s:{s:I},s:s,s:s,s:b}},"
         "{s:s,s:s,s:s,s:{s:s,s:{s:I},s:s,s:s,s:b}}]}]}",
-        "type", "Card", "children",
-        "type", "Title", "id", "title", "value", "Demo widget",
-        "type", "Text", "id", "count", "value", label,
-        "type", "Row", "children",
-        "type", "Button", "label", "Click me", "onClickAction", "type", "demo.click", "payload",
-        "n", (json_int_t)n, "handler", "server", "loadingBehavior", "auto", "streaming", 1,
-        "type", "Button", "label", "Click (sync)", "style", "secondary", "onClickAction", "type",
-        "demo.sync", "payload", "n", (json_int_t)n, "handler", "server", "loadingBehavior",
-        "auto", "streaming", 0);
+        "type", "Card", "children", "type", "Title", "id", "title", "value", "Demo widget", "type",
+        "Text", "id", "count", "value", label, "type", "Row", "children", "type", "Button", "label",
+        "Click me", "onClickAction", "type", "demo.click", "payload", "n", (json_int_t)n, "handler",
+        "server", "loadingBehavior", "auto", "streaming", 1, "type", "Button", "label",
+        "Click (sync)", "style", "secondary", "onClickAction", "type", "demo.sync", "payload", "n",
+        (json_int_t)n, "handler", "server", "loadingBehavior", "auto", "streaming", 0);
 }
 
 int run_demo_apply_action(json_t *widget_item, const json_t *action)
@@ -183,15 +185,17 @@ static void on_tool_call(void *ud, const char *call_id, const char *name, const 
     } else if (!strcmp(name, "demo_choose")) {
         item = stream_new_item(r->st, "msg", "structured_input");
         json_object_set_new(item, "status", json_string("pending"));
-        json_object_set_new(
-            item, "inputs",
-            json_pack("[{s:s,s:s,s:s,s:[{s:s},{s:s},{s:s}],s:b},{s:s,s:s,s:s,s:s}]", "type",
-                      "multiple_choice", "id", "color", "question", "Which color do you like?",
-                      "options", "value", "red", "value", "green", "value", "blue", "multiple", 0,
-                      "type", "freeform", "id", "note", "question", "Anything else?",
-                      "description", "Optional"));
+        json_object_set_new(item, "inputs",
+                            json_pack("[{s:s,s:s,s:s,s:[{s:s},{s:s},{s:s}],s:b},{s:s,s:s,s:s,s:s}]",
+                                      "type", "multiple_choice", "id", "color", "question",
+                                      "Which color do you like?", "options", "value", "red",
+                                      "value", "green", "value", "blue", "multiple", 0, "type",
+                                      "freeform", "id", "note", "question", "Anything else?",
+                                      "description", "Optional"));
     } else {
-        LOGW(stream_rid(r->st), "model called an unknown tool", "tool=\"%.64s\"", name);
+        char q[80];
+        LOGW(stream_rid(r->st), "model called an unknown tool", "tool=\"%s\"",
+             log_quote(name, q, sizeof q));
     }
     if (item)
         stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", item));
@@ -216,7 +220,8 @@ static void on_error(void *ud, const char *message, int retryable)
     run *r = ud;
     r->in_cb++;
     close_message(r); /* text received so far is kept */
-    LOGW(stream_rid(r->st), "model failed", "err=\"%s\"", message);
+    char q[256];
+    LOGW(stream_rid(r->st), "model failed", "err=\"%s\"", log_quote(message, q, sizeof q));
     stream_error(r->st, "custom", message, retryable);
     r->call = NULL;
     end_run(r);
@@ -237,8 +242,10 @@ void run_start(ck_stream *st, json_t *messages, const char *title_text)
     r->prov = llm_provider_find(agent->model, &model);
     if (!r->prov) {
         char msg[200];
-        snprintf(msg, sizeof msg, "The model \"%.80s\" of this agent is not available in this "
-                                  "build.", agent->model);
+        snprintf(msg, sizeof msg,
+                 "The model \"%.80s\" of this agent is not available in this "
+                 "build.",
+                 agent->model);
         stream_error(st, "custom", msg, 0);
         json_decref(messages);
         stream_finish(st);
@@ -246,8 +253,8 @@ void run_start(ck_stream *st, json_t *messages, const char *title_text)
         return;
     }
     if (agent->instructions && *agent->instructions)
-        json_array_insert_new(messages, 0,
-                              json_pack("{s:s,s:s}", "role", "system", "content", agent->instructions));
+        json_array_insert_new(
+            messages, 0, json_pack("{s:s,s:s}", "role", "system", "content", agent->instructions));
     llm_request req = {model, messages, NULL, stream_app(st)->cfg->demo_delay_ms};
     stream_set_run(st, r);
     r->call = r->prov->start(stream_app(st)->loop, &req, &callbacks, r);
@@ -270,9 +277,9 @@ void run_action(ck_stream *st, json_t *action, json_t *widget_item)
     snprintf(text, sizeof text, "the action \"%.64s\" with payload %.300s",
              json_string_value(json_object_get(action, "type")), payload ? payload : "null");
     free(payload);
-    run_start(st,
-              json_pack("[{s:s,s:s,s:s}]", "role", "tool", "tool_call_id", "action", "content", text),
-              NULL);
+    run_start(
+        st, json_pack("[{s:s,s:s,s:s}]", "role", "tool", "tool_call_id", "action", "content", text),
+        NULL);
 }
 
 void run_cancel(run *r)

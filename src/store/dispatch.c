@@ -141,7 +141,11 @@ static void run_batch(store *s, job *first)
     for (job *j = first; j; j = j->next) {
         if (!in_txn) {
             if (store_begin(c) < 0) {
-                LOGE(NULL, "store begin failed", "err=\"%s\"", store_errmsg(c));
+                {
+                    char q[256];
+                    LOGE(NULL, "store begin failed", "err=\"%s\"",
+                         log_quote(store_errmsg(c), q, sizeof q));
+                }
                 j->rc = STORE_EIO;
                 txn_first = j->next;
                 continue;
@@ -161,13 +165,21 @@ static void run_batch(store *s, job *first)
         if (!store_in_txn(c)) {
             /* SQLite rolled the whole transaction back on its own (I/O error, disk full…):
              * every job in it so far is lost. Later jobs start a fresh transaction. */
-            LOGE(NULL, "store transaction aborted", "err=\"%s\"", store_errmsg(c));
+            {
+                char q[256];
+                LOGE(NULL, "store transaction aborted", "err=\"%s\"",
+                     log_quote(store_errmsg(c), q, sizeof q));
+            }
             fail_jobs(txn_first, j, STORE_EIO);
             in_txn = 0;
         }
     }
     if (in_txn && store_commit(c) < 0) {
-        LOGE(NULL, "store commit failed", "err=\"%s\"", store_errmsg(c));
+        {
+            char q[256];
+            LOGE(NULL, "store commit failed", "err=\"%s\"",
+                 log_quote(store_errmsg(c), q, sizeof q));
+        }
         if (store_in_txn(c))
             store_rollback(c);
         for (job *j = txn_first; j; j = j->next)
@@ -286,8 +298,14 @@ static void flush_staged(store *s)
 
 /* before the loop blocks (writes from timers) and after I/O callbacks (writes from requests
  * and completions) */
-static void on_prepare(uv_prepare_t *h) { flush_staged(h->data); }
-static void on_check(uv_check_t *h) { flush_staged(h->data); }
+static void on_prepare(uv_prepare_t *h)
+{
+    flush_staged(h->data);
+}
+static void on_check(uv_check_t *h)
+{
+    flush_staged(h->data);
+}
 
 static int submit(store *s, int write, store_work_fn work, store_done_fn done, void *arg)
 {

@@ -26,11 +26,10 @@ void log_write(int level, const char *rid, const char *msg, const char *fmt, ...
     struct tm tm;
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
-    int n = snprintf(line, sizeof line,
-                     "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s%s%s msg=\"%s\"",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (long)(tv.tv_usec / 1000), names[level & 3], rid ? " rid=" : "",
-                     rid ? rid : "", msg);
+    int n = snprintf(
+        line, sizeof line, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s%s%s msg=\"%s\"",
+        tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+        (long)(tv.tv_usec / 1000), names[level & 3], rid ? " rid=" : "", rid ? rid : "", msg);
     if (n < 0)
         return;
     if ((size_t)n < sizeof line - 2 && fmt && *fmt) {
@@ -46,6 +45,26 @@ void log_write(int level, const char *rid, const char *msg, const char *fmt, ...
         n = (int)sizeof line - 2;
     line[n++] = '\n';
     fwrite(line, 1, (size_t)n, stderr);
+}
+
+const char *log_quote(const char *s, char *out, unsigned long outlen)
+{
+    unsigned long o = 0;
+    if (!outlen)
+        return out;
+    for (; s && *s && o + 5 < outlen; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            o += (unsigned long)snprintf(out + o, outlen - o, "\\x%02x", c);
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o] = 0;
+    return out;
 }
 
 _Noreturn void log_oom(void)

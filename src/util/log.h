@@ -11,6 +11,9 @@ int log_level_parse(const char *s);
 /* rid may be NULL. fmt produces the rest of the line after msg (logfmt pairs). */
 void log_write(int level, const char *rid, const char *msg, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* Escapes s for use inside a quoted logfmt value (quotes, backslashes, control characters),
+ * cut to fit out. Returns out. Use for any text that did not come from our own literals. */
+const char *log_quote(const char *s, char *out, unsigned long outlen);
 /* Aborts the process: small allocations failing is not recoverable. */
 _Noreturn void log_oom(void);
 
