@@ -14,12 +14,13 @@ trap 'rm -rf "$logdir"' EXIT
 # Counts cmocka's TAP lines (one per test case) from meson's log; a test binary that failed
 # as a whole (crash, leak report, timeout) adds one failure more.
 count_meson() {
-  local log=$1 dir=$2 ok nok fail to
-  ok=$(grep -cE '^ok [0-9]+' "$dir/meson-logs/testlog.txt" 2>/dev/null)
-  nok=$(grep -cE '^not ok [0-9]+' "$dir/meson-logs/testlog.txt" 2>/dev/null)
+  local log=$1 tlog ok nok fail to
+  tlog=$(sed -n 's/^Full log written to //p' "$log" | tail -1)
+  ok=$(grep -cE '^ok [0-9]+' "$tlog" 2>/dev/null)
+  nok=$(grep -cE '^not ok [0-9]+' "$tlog" 2>/dev/null)
   fail=$(grep -E '^Fail:' "$log" | awk '{print $2}' | tail -1)
   to=$(grep -E '^Timeout:' "$log" | awk '{print $2}' | tail -1)
-  if [ -z "$fail" ]; then fail=1; fi
+  if [ -z "$fail" ] || [ -z "$tlog" ]; then fail=$(( ${fail:-0} + 1 )); fi
   passed=$((passed + ${ok:-0}))
   failed=$((failed + ${nok:-0} + fail + ${to:-0}))
 }
@@ -28,7 +29,7 @@ run_unit() { # $1 label, $2 build dir, rest: extra meson test args
   local label=$1 dir=$2; shift 2
   echo "== unit tests ($label)"
   meson test -C "$dir" --print-errorlogs "$@" 2>&1 | tee "$logdir/unit-$label.log" | tail -15
-  count_meson "$logdir/unit-$label.log" "$dir"
+  count_meson "$logdir/unit-$label.log"
 }
 
 run_e2e() { # $1 label, $2 binary

@@ -119,6 +119,15 @@ static void reply_empty(ck_call *c)
     call_free(c);
 }
 
+/* An SSE stream of one event. Ending it also completes a request whose client is gone. */
+static void reply_lone_event(ck_call *c, const char *ev, size_t len)
+{
+    if (http_sse_start(c->req, NULL) == 0)
+        http_sse_send(c->req, ev, len);
+    http_sse_end(c->req);
+    call_free(c);
+}
+
 /* A job refusal: remember the status for the done callback and roll the job back. */
 static int refuse(ck_call *c, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -485,11 +494,7 @@ static void reply_busy(ck_call *c)
         "{\"type\":\"error\",\"code\":\"custom\",\"message\":\"This thread is still answering a "
         "previous message. Wait for it to finish or stop it, then send again.\","
         "\"allow_retry\":false}";
-    if (http_sse_start(c->req, NULL) == 0) {
-        http_sse_send(c->req, ev, sizeof ev - 1);
-        http_sse_end(c->req);
-    }
-    call_free(c);
+    reply_lone_event(c, ev, sizeof ev - 1);
 }
 
 /* Wraps a streaming job's done: a refused or failed job must free the reservation. */
@@ -790,12 +795,7 @@ static void done_action(ck_call *c)
     if (c->not_widget) {
         static const char ev[] =
             "{\"type\":\"error\",\"code\":\"stream.error\",\"allow_retry\":false}";
-        if (http_sse_start(c->req, NULL) == 0) {
-            http_sse_send(c->req, ev, sizeof ev - 1);
-            http_sse_end(c->req);
-        }
-        call_free(c);
-        return;
+        return reply_lone_event(c, ev, sizeof ev - 1);
     }
     ck_stream *st = open_stream(c);
     emit_stream_options(st);

@@ -638,6 +638,7 @@ static void on_client_close(http_req *req, void *ud)
     ck_stream *st = ud;
     LOGI(req->rid, "client disconnected", "thread=%s", st->thread.id);
     st->cancelled = 1;
+    http_sse_end(st->req); /* a no-op now, but it completes the request so it can be freed */
     http_req_unref(st->req);
     st->req = NULL;
     if (st->finished)
@@ -669,7 +670,8 @@ ck_stream *stream_new(ck_app *app, http_req *req, const store_scope *sc, const s
     map_put(&app->active, st->thread.id, st);
     app->n_streams++;
     if (http_sse_start(req, NULL)) {
-        /* gone already: nothing ran yet, nothing to cancel */
+        /* gone already: nothing ran yet, nothing to cancel; ending completes the request */
+        http_sse_end(req);
         http_req_unref(req);
         st->req = NULL;
         st->cancelled = 1;

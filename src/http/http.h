@@ -28,6 +28,8 @@ typedef struct http_config {
     size_t sse_max_queue;         /* bytes queued for a slow SSE reader before we drop it */
     unsigned max_connections;     /* accept() beyond this closes at once */
 } http_config;
+/* Zero values: max_header/max_url/max_body/sse_max_queue take defaults (16 KiB, 8 KiB, 1 MiB,
+ * 1 MiB); a zero timeout disables it; max_connections 0 = no limit. */
 
 typedef void (*http_handler_fn)(http_req *req, void *ud);
 typedef void (*http_close_fn)(http_req *req, void *ud);
@@ -59,8 +61,10 @@ int http_server_listen(http_server *srv, const char *host, int port);
 int http_server_port(http_server *srv);
 /* Graceful stop: stop accepting, close idle keep-alive connections, let requests and streams in
  * flight finish; after deadline_ms close everything. done runs once no connection is left
- * (the server may then be freed with http_server_free). */
+ * (the server may then be freed with http_server_free). done always runs from the loop. */
 void http_server_shutdown(http_server *srv, unsigned deadline_ms, http_done_fn done, void *ud);
+/* Closes whatever is still open (close callbacks fire). The memory is released from the close
+ * callbacks of the server's handles: run the loop (uv_run) once more before uv_loop_close. */
 void http_server_free(http_server *srv);
 /* Number of open connections / open SSE streams (for metrics and tests). */
 unsigned http_server_connections(http_server *srv);
@@ -87,7 +91,10 @@ void http_sse_end(http_req *req);
 int http_req_alive(const http_req *req);
 
 /* Called once if the connection closes before the response is complete (client disconnect,
- * slow reader dropped, shutdown deadline). Not called after a complete response. */
+ * slow reader dropped, shutdown deadline). Not called after a complete response. It runs from
+ * the loop (the connection's close callback), never from inside an http_* call, and not at all
+ * when the handler answers in between. The request must still be answered afterwards (a no-op)
+ * for it to be freed. Registering after the connection is gone never calls cb. */
 void http_req_on_close(http_req *req, http_close_fn cb, void *ud);
 void http_req_ref(http_req *req);
 void http_req_unref(http_req *req);
@@ -96,5 +103,10 @@ void http_req_unref(http_req *req);
 int http_query_get(const char *query, const char *name, char *out, size_t outlen);
 /* Reason phrase for a status code. */
 const char *http_status_text(int status);
+
+/* For fuzzing: feeds data to a fake connection of srv (no socket, writes discarded) in reads of
+ * `step` bytes (0 = one read), running the loop without blocking after each, then closes it as
+ * a client disconnect would. */
+void http_fuzz_feed(http_server *srv, const uint8_t *data, size_t len, size_t step);
 
 #endif

@@ -1,1 +1,1658 @@
-typedef int ck_placeholder_t; /* replaced by the real module */
+/* HTTP/1.1 server on libuv + llhttp, with an SSE writer. See http.h for the contract.
+ *
+ * Shape (one loop thread):
+ * - One 64 KiB read buffer per server: every read is parsed synchronously by llhttp and only
+ *   what must outlive the callback is copied (tracked header values, body, pipelined leftovers).
+ * - A connection parses until a request is complete, then pauses llhttp and hands the request
+ *   to the handler. Bytes that arrive meanwhile are stashed (capped) and parsed once the answer
+ *   is queued, so responses keep request order. Reading never stops while a request is in
+ *   progress, so EOF / ECONNRESET are seen at once and reported through the close callback.
+ * - Output goes through uv_try_write first; only what the kernel refuses is copied into a
+ *   uv_write request. SSE data produced during a loop turn is collected per connection and
+ *   written as one chunk from a server-wide uv_check handle (a uv_idle keeps poll from blocking
+ *   while anything is pending, since check alone does not).
+ * - One uv_timer per connection: idle / header / body timeouts, SSE heartbeat, lingering close.
+ * - Close callbacks run from the uv_close callback of the connection, never from inside a call
+ *   the handler made, so handler code is not re-entered. */
+#include "http/http.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <llhttp.h>
+
+#include "util/buf.h"
+#include "util/id.h"
+#include "util/log.h"
+
+#define READ_BUF_SIZE (64 * 1024)
+/* Pipelined bytes kept while a request is in progress; beyond it we read on (to notice a
+ * disconnect) but drop the bytes and close after the current response. */
+#define IN_CAP (64 * 1024)
+/* Parsing of pipelined requests pauses while this much response data waits in libuv. */
+#define WRITE_HIGH_WATER (256 * 1024)
+/* After the last response on a closing connection: wait this long for the client's FIN so the
+ * kernel does not answer its unread bytes with an RST that would destroy our response. */
+#define LINGER_MS 2000
+/* Room reserved in front of pending SSE data for the "<hex>\r\n" chunk-size line. */
+#define CHUNK_PREFIX 10
+
+#define DEF_MAX_HEADER    (16 * 1024)
+#define DEF_MAX_URL       (8 * 1024)
+#define DEF_MAX_BODY      (1024 * 1024)
+#define DEF_SSE_MAX_QUEUE (1024 * 1024)
+
+struct link {
+    struct link *prev, *next;
+};
+
+static void link_init(struct link *l)
+{
+    l->prev = l->next = l;
+}
+static int link_linked(const struct link *l)
+{
+    return l->next != l;
+}
+
+static void link_add_tail(struct link *head, struct link *l)
+{
+    l->prev = head->prev;
+    l->next = head;
+    head->prev->next = l;
+    head->prev = l;
+}
+
+static void link_del(struct link *l)
+{
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+    link_init(l);
+}
+
+#define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
+
+enum conn_state { CS_READ, CS_HANDLER, CS_SSE, CS_LINGER, CS_CLOSED };
+enum conn_phase { PH_IDLE, PH_HEAD, PH_BODY };
+enum conn_pause { PAUSE_NONE, PAUSE_HEADERS, PAUSE_MESSAGE };
+
+/* Headers we keep; values live NUL-terminated in hreq.hb. */
+enum { H_HOST, H_AUTH, H_CTYPE, H_ALANG, H_COOKIE, H_ORIGIN, H_EXPECT, H_NTRACK };
+static const char *const track_names[H_NTRACK] = {
+    "host", "authorization", "content-type", "accept-language", "cookie", "origin", "expect",
+};
+#define FNAME_MAX 16 /* longest tracked name + 1 */
+
+typedef struct conn conn;
+
+typedef struct hreq {
+    http_req pub; /* first: http_req * and hreq * convert into each other */
+    conn *c;      /* NULL once detached (answered or connection gone) */
+    http_close_fn close_cb;
+    void *close_ud;
+    buf hb; /* URL, then tracked header values; each NUL-terminated */
+    buf body;
+    uint32_t hoff[H_NTRACK]; /* offset + 1 in hb, 0 = absent */
+    int refs;                /* the handler's "must answer" ref + http_req_ref */
+    unsigned char answered, dispatched, sse, head_only;
+} hreq;
+
+struct conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    llhttp_t parser;
+    http_server *srv;
+    hreq *req;        /* request being parsed or handled */
+    struct link all;  /* srv->conns */
+    struct link pend; /* srv->pending: flush / resume at the next check */
+    buf in;           /* received, not parsed yet */
+    buf out;          /* SSE data of this loop turn, CHUNK_PREFIX bytes reserved in front */
+    size_t hdr_bytes; /* request line + headers so far */
+    size_t url_len;
+    size_t trailer_bytes; /* chunked trailers count against max_body */
+    unsigned nwrites;     /* uv_write requests in flight */
+    size_t last_q;        /* write queue size when the timer was armed (progress check) */
+    unsigned short err_status;
+    unsigned char st, phase, pause, keep_alive, sse_ka;
+    unsigned char in_parse, want_flush, want_resume, wait_drain;
+    unsigned char overflow, sse_raw, fake, read_stopped, shut_started, open_handles, got_eof;
+    unsigned char idle_rearm;
+    signed char hidx;        /* tracked header being read, -1 none */
+    unsigned char fname_len; /* 0xff: name too long to be tracked */
+    char fname[FNAME_MAX];
+    const char *err_code, *err_msg;
+};
+
+struct http_server {
+    uv_loop_t *loop;
+    http_config cfg;
+    http_handler_fn handler;
+    void *ud;
+    llhttp_settings_t settings;
+    uv_tcp_t listener;
+    uv_check_t check;
+    uv_idle_t idle;
+    uv_timer_t deadline;
+    char *rbuf;
+    buf wb; /* scratch for response heads, reused */
+    struct link conns, pending;
+    unsigned nconns, nstreams, npending;
+    unsigned open_handles; /* server-owned handles not closed yet */
+    uint64_t rid_seed, rid_ctr;
+    time_t date_t;
+    char date[40];
+    unsigned char listener_init, listener_open, shutting_down, freeing, done_called;
+    http_done_fn done;
+    void *done_ud;
+};
+
+typedef struct wreq {
+    uv_write_t req;
+    char *own; /* freed after the write */
+    char data[];
+} wreq;
+
+static void conn_close(conn *c);
+static void conn_linger(conn *c);
+static size_t conn_parse(conn *c, const char *p, size_t n);
+static void srv_check_done(http_server *srv);
+static void srv_maybe_free(http_server *srv);
+static void on_check(uv_check_t *h);
+static void on_idle(uv_idle_t *h);
+static void on_conn_timer(uv_timer_t *t);
+static void conn_read_start(conn *c);
+
+/* ---------------------------------------------------------------- small helpers */
+
+const char *http_status_text(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+/* IMF-fixdate, formatted by hand: strftime's %a/%b follow the locale. */
+static const char *srv_date(http_server *srv)
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char mons[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    time_t now = time(NULL);
+    if (now != srv->date_t || !srv->date[0]) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        snprintf(srv->date, sizeof srv->date, "%s, %02d %s %04d %02d:%02d:%02d GMT",
+                 days[tm.tm_wday % 7], tm.tm_mday, mons[tm.tm_mon % 12], tm.tm_year + 1900,
+                 tm.tm_hour, tm.tm_min, tm.tm_sec);
+        srv->date_t = now;
+    }
+    return srv->date;
+}
+
+/* Request ids: a bijective mix of a counter with a random seed, so ids are unique per server
+ * without a syscall per request. */
+static void srv_rid(http_server *srv, char out[20])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t z = srv->rid_seed + (++srv->rid_ctr) * 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    for (int i = 15; i >= 0; i--) {
+        out[i] = hex[z & 15];
+        z >>= 4;
+    }
+    out[16] = 0;
+}
+
+static void error_body(buf *b, const char *code, const char *msg)
+{
+    if (!msg)
+        msg = "";
+    if (!code)
+        code = "error";
+    buf_puts(b, "{\"error\":");
+    buf_json_str(b, msg, strlen(msg));
+    buf_puts(b, ",\"code\":");
+    buf_json_str(b, code, strlen(code));
+    buf_putc(b, '}');
+}
+
+static void head_start(buf *b, http_server *srv, int status)
+{
+    char line[64];
+    int n = snprintf(line, sizeof line, "HTTP/1.1 %d ", status);
+    buf_append(b, line, (size_t)n);
+    buf_puts(b, http_status_text(status));
+    buf_puts(b, "\r\nDate: ");
+    buf_puts(b, srv_date(srv));
+    buf_puts(b, "\r\n");
+}
+
+static void head_end(buf *b, int ka, const char *extra)
+{
+    buf_puts(b, ka ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
+    if (extra)
+        buf_puts(b, extra);
+    buf_puts(b, "\r\n");
+}
+
+/* ---------------------------------------------------------------- requests */
+
+static void req_free(hreq *r)
+{
+    buf_free(&r->hb);
+    buf_free(&r->body);
+    free(r);
+}
+
+static void req_maybe_free(hreq *r)
+{
+    if (r->refs <= 0 && !r->c)
+        req_free(r);
+}
+
+static const char *req_hdr(hreq *r, int idx)
+{
+    return r->hoff[idx] ? r->hb.data + r->hoff[idx] - 1 : NULL;
+}
+
+/* Fills the public fields once hb no longer grows. */
+static void req_finish(conn *c, hreq *r)
+{
+    http_server *srv = c->srv;
+    uint8_t m = llhttp_get_method(&c->parser);
+    switch (m) {
+    case HTTP_GET: r->pub.method = HTTP_M_GET; break;
+    case HTTP_HEAD: r->pub.method = HTTP_M_HEAD; break;
+    case HTTP_POST: r->pub.method = HTTP_M_POST; break;
+    case HTTP_PUT: r->pub.method = HTTP_M_PUT; break;
+    case HTTP_DELETE: r->pub.method = HTTP_M_DELETE; break;
+    case HTTP_OPTIONS: r->pub.method = HTTP_M_OPTIONS; break;
+    case HTTP_PATCH: r->pub.method = HTTP_M_PATCH; break;
+    default: r->pub.method = HTTP_M_OTHER; break;
+    }
+    r->pub.method_str = llhttp_method_name((llhttp_method_t)m);
+    r->head_only = r->pub.method == HTTP_M_HEAD;
+    if (!r->hb.data && !buf_reserve(&r->hb, 0))
+        r->hb.data[0] = 0;  /* a fresh reservation is not terminated */
+    char *url = r->hb.data; /* URL is first in hb */
+    char *q = strchr(url, '?');
+    if (q) {
+        *q = 0;
+        r->pub.query = q + 1;
+    }
+    r->pub.path = url;
+    r->pub.host = req_hdr(r, H_HOST);
+    r->pub.authorization = req_hdr(r, H_AUTH);
+    r->pub.content_type = req_hdr(r, H_CTYPE);
+    r->pub.accept_language = req_hdr(r, H_ALANG);
+    r->pub.cookie = req_hdr(r, H_COOKIE);
+    r->pub.origin = req_hdr(r, H_ORIGIN);
+    r->pub.body = r->body.data ? r->body.data : "";
+    r->pub.body_len = r->body.len;
+    srv_rid(srv, r->pub.rid);
+}
+
+/* ---------------------------------------------------------------- pending list */
+
+static void srv_pending_add(http_server *srv, conn *c)
+{
+    if (link_linked(&c->pend))
+        return;
+    link_add_tail(&srv->pending, &c->pend);
+    srv->npending++;
+    if (srv->npending == 1) {
+        uv_check_start(&srv->check, on_check);
+        uv_idle_start(&srv->idle, on_idle); /* check alone would not keep poll from blocking */
+    }
+}
+
+static void pend_del(conn *c)
+{
+    if (!link_linked(&c->pend))
+        return;
+    link_del(&c->pend);
+    c->srv->npending--;
+}
+
+/* ---------------------------------------------------------------- writing */
+
+/* Bytes libuv still holds for the socket. */
+static size_t conn_queue(conn *c)
+{
+    return c->fake ? 0 : uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    wreq *w = container_of(req, wreq, req);
+    conn *c = req->handle->data;
+    free(w->own);
+    free(w);
+    c->nwrites--;
+    if (status < 0) {
+        if (status != UV_ECANCELED)
+            LOGD(c->req ? c->req->pub.rid : NULL, "write failed", "err=%s", uv_err_name(status));
+        conn_close(c);
+        return;
+    }
+    if (c->st == CS_LINGER) {
+        if (c->nwrites == 0 && !c->shut_started)
+            conn_linger(c);
+        return;
+    }
+    if (c->wait_drain && conn_queue(c) < WRITE_HIGH_WATER / 2) {
+        c->wait_drain = 0;
+        c->want_resume = 1;
+        srv_pending_add(c->srv, c);
+    }
+}
+
+/* Writes a then b (b may be NULL). b_own, when set, is a malloc'd block holding b and is
+ * freed once written. Tries a direct write first; only the unwritten tail is copied. */
+static int conn_write(conn *c, const char *a, size_t alen, const char *b, size_t blen, char *b_own)
+{
+    int rc = 0;
+    wreq *w = NULL;
+    if (c->st == CS_CLOSED) {
+        rc = -ENOTCONN;
+        goto out;
+    }
+    if (c->fake)
+        goto out;
+    uv_buf_t bufs[2] = {uv_buf_init((char *)a, (unsigned)alen),
+                        uv_buf_init((char *)b, (unsigned)blen)};
+    unsigned nb = blen ? 2 : 1;
+    size_t done = 0;
+    int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nb);
+    if (n >= 0) {
+        done = (size_t)n;
+    } else if (n != UV_EAGAIN) {
+        rc = n;
+        conn_close(c);
+        goto out;
+    }
+    if (done == alen + blen)
+        goto out;
+    size_t askip = done < alen ? done : alen;
+    size_t bskip = done - askip;
+    size_t arem = alen - askip, brem = blen - bskip;
+    w = xmalloc(sizeof *w + arem + (b_own ? 0 : brem));
+    memcpy(w->data, a + askip, arem);
+    uv_buf_t wb[2];
+    nb = 0;
+    if (arem)
+        wb[nb++] = uv_buf_init(w->data, (unsigned)arem);
+    if (brem) {
+        if (b_own) {
+            wb[nb++] = uv_buf_init((char *)b + bskip, (unsigned)brem);
+        } else {
+            memcpy(w->data + arem, b + bskip, brem);
+            if (arem)
+                wb[0].len += (unsigned)brem;
+            else
+                wb[nb++] = uv_buf_init(w->data, (unsigned)brem);
+        }
+    }
+    w->own = b_own;
+    b_own = NULL;
+    rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, wb, nb, on_write);
+    if (rc) {
+        free(w->own);
+        free(w);
+        conn_close(c);
+        goto out;
+    }
+    c->nwrites++;
+out:
+    free(b_own);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- timers */
+
+static void conn_timer(conn *c, unsigned ms, unsigned repeat)
+{
+    c->last_q = conn_queue(c);
+    if (ms)
+        uv_timer_start(&c->timer, on_conn_timer, ms, repeat);
+    else
+        uv_timer_stop(&c->timer);
+}
+
+static void conn_arm_idle(conn *c)
+{
+    if (c->st == CS_READ && c->phase == PH_IDLE)
+        conn_timer(c, c->srv->cfg.idle_timeout_ms, 0);
+}
+
+/* ---------------------------------------------------------------- closing */
+
+static void conn_finish(conn *c)
+{
+    http_server *srv = c->srv;
+    hreq *r = c->req;
+    if (r) {
+        c->req = NULL;
+        r->c = NULL;
+        if (!r->dispatched) {
+            req_free(r);
+        } else {
+            if (!r->answered && r->close_cb) {
+                http_close_fn cb = r->close_cb;
+                r->close_cb = NULL;
+                /* hold the request: the callback may answer (dropping the handler's ref) */
+                r->refs++;
+                cb(&r->pub, r->close_ud);
+                r->refs--;
+            }
+            req_maybe_free(r);
+        }
+    }
+    pend_del(c);
+    link_del(&c->all);
+    srv->nconns--;
+    buf_free(&c->in);
+    buf_free(&c->out);
+    free(c);
+    srv_check_done(srv);
+    srv_maybe_free(srv);
+}
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+    conn *c = h->data;
+    if (--c->open_handles == 0)
+        conn_finish(c);
+}
+
+static void conn_close(conn *c)
+{
+    if (c->st == CS_CLOSED)
+        return;
+    if (c->st == CS_SSE)
+        c->srv->nstreams--;
+    c->st = CS_CLOSED;
+    pend_del(c);
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+    if (!c->fake)
+        uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    conn *c = req->handle->data;
+    free(req);
+    if (status < 0 || c->got_eof)
+        conn_close(c);
+}
+
+static unsigned linger_ms(conn *c)
+{
+    return c->srv->cfg.idle_timeout_ms > LINGER_MS ? c->srv->cfg.idle_timeout_ms : LINGER_MS;
+}
+
+/* Closing after a response: wait for queued writes, send FIN, keep reading (and discarding)
+ * until the client's FIN or LINGER_MS. */
+static void conn_linger(conn *c)
+{
+    if (c->st == CS_CLOSED)
+        return;
+    if (c->st == CS_SSE)
+        c->srv->nstreams--;
+    c->st = CS_LINGER;
+    c->phase = PH_IDLE;
+    c->want_resume = 0;
+    c->want_flush = 0;
+    if (c->shut_started)
+        return;
+    if (c->nwrites) {
+        /* the timer only fires without write progress (see on_conn_timer) */
+        conn_timer(c, linger_ms(c), 0);
+        return;
+    }
+    uv_timer_stop(&c->timer);
+    if (c->fake) {
+        conn_close(c);
+        return;
+    }
+    c->shut_started = 1;
+    uv_shutdown_t *s = xmalloc(sizeof *s);
+    if (uv_shutdown(s, (uv_stream_t *)&c->tcp, on_shutdown)) {
+        free(s);
+        conn_close(c);
+        return;
+    }
+    if (c->read_stopped) {
+        conn_read_start(c); /* we need to see the client's FIN */
+    }
+    conn_timer(c, LINGER_MS, 0);
+}
+
+/* Error produced by the server itself while reading a request: JSON body, then close. */
+static void conn_fail(conn *c, int status, const char *code, const char *msg)
+{
+    if (c->st != CS_READ)
+        return;
+    http_server *srv = c->srv;
+    if (c->req) {
+        LOGI(NULL, "request rejected", "status=%d code=%s", status, code);
+        req_free(c->req);
+        c->req = NULL;
+    }
+    buf body = BUF_INIT(0);
+    error_body(&body, code, msg);
+    buf_reset(&srv->wb);
+    head_start(&srv->wb, srv, status);
+    buf_printf(&srv->wb, "Content-Type: application/json\r\nContent-Length: %zu\r\n", body.len);
+    head_end(&srv->wb, 0, NULL);
+    conn_write(c, srv->wb.data, srv->wb.len, body.data, body.len, NULL);
+    buf_free(&body);
+    conn_linger(c);
+}
+
+/* ---------------------------------------------------------------- after a response */
+
+static int conn_ka(conn *c)
+{
+    return c->keep_alive && !c->srv->shutting_down && !c->overflow;
+}
+
+/* The response for c->req is fully queued: detach the request and go back to reading. The
+ * caller drops the handler's ref. */
+static void conn_response_done(conn *c, int ka)
+{
+    hreq *r = c->req;
+    if (r) {
+        c->req = NULL;
+        r->c = NULL;
+    }
+    c->phase = PH_IDLE;
+    c->want_flush = 0;
+    if (c->out.cap > 1024)
+        buf_free(&c->out);
+    else
+        buf_reset(&c->out);
+    if (!ka) {
+        conn_linger(c);
+        return;
+    }
+    c->st = CS_READ;
+    uv_timer_stop(&c->timer);
+    if (conn_queue(c) > WRITE_HIGH_WATER)
+        c->wait_drain = 1;
+    if (c->in_parse) {
+        c->idle_rearm = 1;
+        return; /* the parse loop goes on by itself */
+    }
+    if (c->in.len && !c->wait_drain) {
+        /* not from here: the handler must not be re-entered from inside its own call */
+        c->want_resume = 1;
+        srv_pending_add(c->srv, c);
+    }
+    conn_arm_idle(c);
+}
+
+/* ---------------------------------------------------------------- reading / parsing */
+
+static void conn_stash(conn *c, const char *p, size_t n)
+{
+    if (c->overflow)
+        return;
+    if (c->in.len + n > IN_CAP && (c->st == CS_HANDLER || c->st == CS_SSE)) {
+        /* keep reading to see a disconnect; the bytes are lost, so no keep-alive after */
+        c->overflow = 1;
+        buf_free(&c->in);
+        return;
+    }
+    if (buf_append(&c->in, p, n)) {
+        c->overflow = 1;
+        return;
+    }
+    if (c->in.len >= IN_CAP && c->st == CS_READ && !c->fake) {
+        /* no request in progress: plain TCP back-pressure is fine */
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->read_stopped = 1;
+    }
+}
+
+static void conn_resume(conn *c)
+{
+    if (c->st != CS_READ || c->wait_drain)
+        return;
+    if (c->in.len) {
+        size_t used = conn_parse(c, c->in.data, c->in.len);
+        if (c->st == CS_CLOSED || c->st == CS_LINGER)
+            return;
+        buf_consume(&c->in, used);
+        if (!c->in.len)
+            buf_free(&c->in);
+    }
+    if (c->read_stopped && c->in.len < IN_CAP)
+        conn_read_start(c);
+}
+
+static void conn_on_data(conn *c, const char *p, size_t n)
+{
+    switch (c->st) {
+    case CS_READ:
+        if (c->in.len || c->wait_drain || c->want_resume) {
+            conn_stash(c, p, n);
+            return;
+        }
+        {
+            size_t used = conn_parse(c, p, n);
+            if (used < n && (c->st == CS_READ || c->st == CS_HANDLER || c->st == CS_SSE))
+                conn_stash(c, p + used, n - used);
+        }
+        return;
+    case CS_HANDLER:
+    case CS_SSE: conn_stash(c, p, n); return;
+    default: return; /* lingering or closed: discard */
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    conn *c = h->data;
+    b->base = c->srv->rbuf;
+    b->len = READ_BUF_SIZE;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    conn *c = s->data;
+    if (nread < 0) {
+        if (nread == UV_EOF && c->nwrites && (c->st == CS_READ || c->st == CS_LINGER)) {
+            /* half-close after the last request: let its response drain first */
+            c->got_eof = 1;
+            conn_linger(c);
+            return;
+        }
+        if (nread != UV_EOF && c->st != CS_LINGER)
+            LOGD(c->req ? c->req->pub.rid : NULL, "read failed", "err=%s", uv_err_name((int)nread));
+        conn_close(c);
+        return;
+    }
+    if (nread > 0)
+        conn_on_data(c, b->base, (size_t)nread);
+}
+
+static void conn_read_start(conn *c)
+{
+    if (c->fake)
+        return;
+    c->read_stopped = 0;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
+        conn_close(c);
+}
+
+static int cb_error(conn *c, int status, const char *code, const char *msg)
+{
+    c->err_status = (unsigned short)status;
+    c->err_code = code;
+    c->err_msg = msg;
+    return HPE_USER;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    conn *c = p->data;
+    if (c->req) /* cannot happen: parsing pauses until the previous request is answered */
+        return cb_error(c, 400, "bad_request", "unexpected request");
+    http_server *srv = c->srv;
+    hreq *r = xcalloc(1, sizeof *r);
+    r->c = c;
+    r->refs = 1;
+    r->hb.max = srv->cfg.max_header;
+    r->body.max = srv->cfg.max_body;
+    c->req = r;
+    c->phase = PH_HEAD;
+    c->hdr_bytes = 0;
+    c->url_len = 0;
+    c->trailer_bytes = 0;
+    c->hidx = -1;
+    c->fname_len = 0;
+    conn_timer(c, srv->cfg.header_timeout_ms, 0);
+    return 0;
+}
+
+static int hb_fail(conn *c)
+{
+    return cb_error(c, 431, "header_too_large", "request header fields too large");
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n)
+{
+    conn *c = p->data;
+    c->url_len += n;
+    if (c->url_len > c->srv->cfg.max_url)
+        return cb_error(c, 414, "uri_too_long", "request URI too long");
+    return buf_append(&c->req->hb, at, n) ? hb_fail(c) : 0;
+}
+
+static int on_url_complete(llhttp_t *p)
+{
+    conn *c = p->data;
+    return buf_putc(&c->req->hb, 0) ? hb_fail(c) : 0;
+}
+
+static int trailer_bytes(conn *c, size_t n)
+{
+    c->trailer_bytes += n;
+    if (c->req->body.len + c->trailer_bytes > c->srv->cfg.max_body)
+        return cb_error(c, 413, "payload_too_large", "request body too large");
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n)
+{
+    conn *c = p->data;
+    if (c->phase != PH_HEAD)
+        return trailer_bytes(c, n);
+    if (c->fname_len == 0xff)
+        return 0;
+    if (c->fname_len + n >= FNAME_MAX) {
+        c->fname_len = 0xff;
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char ch = at[i];
+        c->fname[c->fname_len++] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+    }
+    return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    conn *c = p->data;
+    if (c->phase != PH_HEAD)
+        return 0;
+    c->hidx = -1;
+    if (c->fname_len != 0xff) {
+        for (int i = 0; i < H_NTRACK; i++) {
+            if (strlen(track_names[i]) == c->fname_len &&
+                !memcmp(track_names[i], c->fname, c->fname_len)) {
+                c->hidx = (signed char)i;
+                break;
+            }
+        }
+    }
+    c->fname_len = 0;
+    if (c->hidx < 0)
+        return 0;
+    hreq *r = c->req;
+    buf *hb = &r->hb;
+    uint32_t old = r->hoff[c->hidx];
+    size_t at = hb->len;
+    if (old) {
+        /* repeated header: the combined value "old, new" goes at the end (cookies join with
+         * "; "); the stale copy costs nothing beyond the header cap */
+        size_t olen = strlen(hb->data + old - 1);
+        if (buf_reserve(hb, olen + 2))
+            return hb_fail(c);
+        memcpy(hb->data + hb->len, hb->data + old - 1, olen);
+        hb->len += olen;
+        hb->data[hb->len] = 0;
+        if (buf_puts(hb, c->hidx == H_COOKIE ? "; " : ", "))
+            return hb_fail(c);
+    }
+    r->hoff[c->hidx] = (uint32_t)at + 1;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n)
+{
+    conn *c = p->data;
+    if (c->phase != PH_HEAD)
+        return trailer_bytes(c, n);
+    if (c->hidx < 0)
+        return 0;
+    return buf_append(&c->req->hb, at, n) ? hb_fail(c) : 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    conn *c = p->data;
+    if (c->phase != PH_HEAD || c->hidx < 0)
+        return 0;
+    buf *hb = &c->req->hb;
+    size_t start = c->req->hoff[c->hidx] - 1;
+    while (hb->len > start && (hb->data[hb->len - 1] == ' ' || hb->data[hb->len - 1] == '\t'))
+        hb->len--;
+    c->hidx = -1;
+    return buf_putc(hb, 0) ? hb_fail(c) : 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    conn *c = p->data;
+    c->pause = PAUSE_HEADERS; /* so the parse loop learns where the head ended */
+    return HPE_PAUSED;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n)
+{
+    conn *c = p->data;
+    buf *b = &c->req->body;
+    if (b->len + c->trailer_bytes + n > c->srv->cfg.max_body || buf_append(b, at, n))
+        return cb_error(c, 413, "payload_too_large", "request body too large");
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    conn *c = p->data;
+    c->pause = PAUSE_MESSAGE;
+    return HPE_PAUSED;
+}
+
+/* Head complete (parser paused right after it). Returns nonzero when the request failed. */
+static int conn_headers_done(conn *c)
+{
+    http_server *srv = c->srv;
+    llhttp_t *p = &c->parser;
+    hreq *r = c->req;
+    if (c->hdr_bytes > srv->cfg.max_header) {
+        conn_fail(c, 431, "header_too_large", "request header fields too large");
+        return -1;
+    }
+    c->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade;
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > srv->cfg.max_body) {
+        conn_fail(c, 413, "payload_too_large", "request body too large");
+        return -1;
+    }
+    c->phase = PH_BODY;
+    int has_body = (p->flags & F_CHUNKED) || p->content_length > 0;
+    if (!has_body) {
+        uv_timer_stop(&c->timer);
+        return 0;
+    }
+    /* grow with the data, not with what the client claims */
+    if ((p->flags & F_CONTENT_LENGTH) &&
+        !buf_reserve(&r->body, p->content_length < 65536 ? (size_t)p->content_length : 65536))
+        r->body.data[r->body.len] = 0; /* CONNECT skips the body: keep it a valid string */
+    const char *expect = req_hdr(r, H_EXPECT);
+    if (expect && !strcasecmp(expect, "100-continue") && p->http_major == 1 && p->http_minor >= 1) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        conn_write(c, cont, sizeof cont - 1, NULL, 0, NULL);
+        if (c->st != CS_READ)
+            return -1;
+    }
+    conn_timer(c, srv->cfg.body_timeout_ms, 0);
+    return 0;
+}
+
+static void conn_dispatch(conn *c)
+{
+    http_server *srv = c->srv;
+    hreq *r = c->req;
+    req_finish(c, r);
+    r->dispatched = 1;
+    c->st = CS_HANDLER;
+    c->phase = PH_IDLE;
+    uv_timer_stop(&c->timer);
+    LOGD(r->pub.rid, "request", "method=%s path=\"%s\"", r->pub.method_str, r->pub.path);
+    srv->handler(&r->pub, srv->ud);
+}
+
+static void conn_parse_error(conn *c, llhttp_errno_t e)
+{
+    if (c->err_status) {
+        conn_fail(c, c->err_status, c->err_code, c->err_msg);
+        c->err_status = 0;
+        return;
+    }
+    LOGD(NULL, "malformed request", "err=%s reason=\"%s\"", llhttp_errno_name(e),
+         llhttp_get_error_reason(&c->parser));
+    conn_fail(c, 400, "bad_request", "malformed HTTP request");
+}
+
+/* Feeds p[0..n) to llhttp until it is consumed or a request is handed to the handler and not
+ * answered yet. Returns the bytes consumed. */
+static size_t conn_parse(conn *c, const char *p, size_t n)
+{
+    size_t off = 0;
+    int kick = 0;
+    unsigned char saved = c->in_parse;
+    c->in_parse = 1;
+    while (c->st == CS_READ && !c->wait_drain && (off < n || kick)) {
+        kick = 0;
+        const char *at = p + off;
+        size_t len = n - off;
+        c->pause = PAUSE_NONE;
+        llhttp_errno_t e = llhttp_execute(&c->parser, at, len);
+        size_t used = len;
+        if (e != HPE_OK) {
+            const char *pos = llhttp_get_error_pos(&c->parser);
+            if (pos >= at && pos <= at + len)
+                used = (size_t)(pos - at);
+        }
+        if (c->phase == PH_HEAD)
+            c->hdr_bytes += used;
+        off += used;
+        if (e == HPE_OK) {
+            if (c->phase == PH_HEAD && c->hdr_bytes > c->srv->cfg.max_header)
+                conn_fail(c, 431, "header_too_large", "request header fields too large");
+            continue;
+        }
+        if (e == HPE_PAUSED && c->pause == PAUSE_HEADERS) {
+            llhttp_resume(&c->parser);
+            if (conn_headers_done(c))
+                break;
+            kick = 1; /* a request without body completes on a zero-length execute */
+            continue;
+        }
+        if (e == HPE_PAUSED && c->pause == PAUSE_MESSAGE) {
+            llhttp_resume(&c->parser);
+            conn_dispatch(c);
+            continue;
+        }
+        conn_parse_error(c, e);
+        break;
+    }
+    c->in_parse = saved;
+    if (!saved && c->idle_rearm) {
+        /* only a finished exchange restarts the idle clock, not stray bytes like bare CRLFs */
+        c->idle_rearm = 0;
+        conn_arm_idle(c);
+    }
+    return off;
+}
+
+/* ---------------------------------------------------------------- SSE output */
+
+/* Appends "data: " lines for json; embedded newlines start new data: lines so they cannot
+ * break the event framing. */
+static int sse_append_data(buf *o, const char *json, size_t len)
+{
+    int rc = buf_puts(o, "data: ");
+    size_t s = 0;
+    for (size_t i = 0; i < len && !rc; i++) {
+        if (json[i] == '\n' || json[i] == '\r') {
+            rc = buf_append(o, json + s, i - s);
+            if (!rc)
+                rc = buf_puts(o, "\ndata: ");
+            if (json[i] == '\r' && i + 1 < len && json[i + 1] == '\n')
+                i++;
+            s = i + 1;
+        }
+    }
+    if (!rc)
+        rc = buf_append(o, json + s, len - s);
+    if (!rc)
+        rc = buf_puts(o, "\n\n");
+    return rc;
+}
+
+/* Frames the pending data as one chunk (in place, using the reserved prefix) and appends
+ * tail (the terminator, or NULL). Returns the start of the bytes to write. */
+static const char *sse_frame(conn *c, const char *tail, size_t *outlen)
+{
+    buf *o = &c->out;
+    size_t start = 0;
+    if (o->len > CHUNK_PREFIX && !c->sse_raw) {
+        char line[CHUNK_PREFIX + 1];
+        int n = snprintf(line, sizeof line, "%zx\r\n", o->len - CHUNK_PREFIX);
+        start = CHUNK_PREFIX - (size_t)n;
+        memcpy(o->data + start, line, (size_t)n);
+        buf_puts(o, "\r\n");
+    } else if (o->len <= CHUNK_PREFIX) {
+        start = o->len; /* nothing pending */
+    } else {
+        start = CHUNK_PREFIX;
+    }
+    if (tail)
+        buf_puts(o, tail);
+    *outlen = o->len - start;
+    return o->data ? o->data + start : "";
+}
+
+static void conn_flush(conn *c)
+{
+    if (c->st != CS_SSE || c->out.len <= CHUNK_PREFIX)
+        return;
+    size_t len;
+    const char *p = sse_frame(c, NULL, &len);
+    conn_write(c, p, len, NULL, 0, NULL);
+    if (c->out.cap > 4096)
+        buf_free(&c->out); /* idle streams should not keep a burst-sized buffer */
+    else
+        buf_reset(&c->out);
+}
+
+static int sse_queue(conn *c, const char *json, size_t len, int ping)
+{
+    http_server *srv = c->srv;
+    size_t queued = c->out.len + conn_queue(c);
+    size_t need = ping ? 8 : len + 8 + CHUNK_PREFIX;
+    if (srv->cfg.sse_max_queue && queued + need > srv->cfg.sse_max_queue) {
+        LOGW(c->req ? c->req->pub.rid : NULL, "slow SSE reader dropped", "queued=%zu", queued);
+        conn_close(c);
+        return -ENOTCONN;
+    }
+    if (!c->out.len && buf_append(&c->out, "          ", CHUNK_PREFIX))
+        return -ENOBUFS;
+    int rc = ping ? buf_puts(&c->out, ": ping\n\n") : sse_append_data(&c->out, json, len);
+    if (rc)
+        return rc;
+    if (!c->want_flush) {
+        c->want_flush = 1;
+        srv_pending_add(srv, c);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- timers / check */
+
+static void on_conn_timer(uv_timer_t *t)
+{
+    conn *c = t->data;
+    if ((c->st == CS_LINGER || (c->st == CS_READ && c->phase == PH_IDLE)) && c->nwrites) {
+        /* a response is still draining: a slow reader that makes progress is not idle */
+        size_t q = conn_queue(c);
+        if (q < c->last_q) {
+            conn_timer(c, c->st == CS_LINGER ? linger_ms(c) : c->srv->cfg.idle_timeout_ms, 0);
+            return;
+        }
+    }
+    switch (c->st) {
+    case CS_READ:
+        if (c->phase == PH_IDLE) {
+            conn_close(c); /* idle keep-alive: no response owed */
+        } else {
+            LOGI(NULL, "request timeout", "phase=%s", c->phase == PH_HEAD ? "header" : "body");
+            conn_fail(c, 408, "timeout",
+                      c->phase == PH_HEAD ? "request header timeout" : "request body timeout");
+        }
+        break;
+    case CS_SSE: sse_queue(c, NULL, 0, 1); break;
+    case CS_LINGER: conn_close(c); break;
+    default: break;
+    }
+}
+
+static void on_check(uv_check_t *h)
+{
+    http_server *srv = h->data;
+    /* only the entries present now: work they cause waits for the next turn */
+    unsigned n = srv->npending;
+    while (n-- && link_linked(&srv->pending)) {
+        conn *c = container_of(srv->pending.next, conn, pend);
+        pend_del(c);
+        if (c->want_flush) {
+            c->want_flush = 0;
+            conn_flush(c);
+        }
+        if (c->want_resume) {
+            c->want_resume = 0;
+            conn_resume(c);
+        }
+    }
+    if (!srv->npending) {
+        uv_check_stop(&srv->check);
+        uv_idle_stop(&srv->idle);
+    }
+}
+
+static void on_idle(uv_idle_t *h)
+{
+    (void)h;
+}
+
+/* ---------------------------------------------------------------- connections */
+
+static conn *conn_new(http_server *srv)
+{
+    conn *c = xcalloc(1, sizeof *c);
+    c->srv = srv;
+    link_init(&c->pend);
+    link_add_tail(&srv->conns, &c->all);
+    srv->nconns++;
+    uv_timer_init(srv->loop, &c->timer);
+    c->timer.data = c;
+    c->open_handles = 1;
+    llhttp_init(&c->parser, HTTP_REQUEST, &srv->settings);
+    c->parser.data = c;
+    c->st = CS_READ;
+    c->hidx = -1;
+    return c;
+}
+
+static void on_reject_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+    http_server *srv = ls->data;
+    if (status < 0) {
+        LOGW(NULL, "accept failed", "err=%s", uv_err_name(status));
+        return;
+    }
+    if (srv->cfg.max_connections && srv->nconns >= srv->cfg.max_connections) {
+        uv_tcp_t *t = xmalloc(sizeof *t);
+        uv_tcp_init(srv->loop, t);
+        uv_accept(ls, (uv_stream_t *)t);
+        uv_close((uv_handle_t *)t, on_reject_closed);
+        LOGW(NULL, "connection limit reached", "max=%u", srv->cfg.max_connections);
+        return;
+    }
+    conn *c = conn_new(srv);
+    uv_tcp_init(srv->loop, &c->tcp);
+    c->tcp.data = c;
+    c->open_handles = 2;
+    int rc = uv_accept(ls, (uv_stream_t *)&c->tcp);
+    if (rc) {
+        LOGW(NULL, "accept failed", "err=%s", uv_err_name(rc));
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1); /* responses are written whole; Nagle would only delay them */
+    conn_read_start(c);
+    conn_arm_idle(c);
+}
+
+/* ---------------------------------------------------------------- server */
+
+http_server *http_server_new(uv_loop_t *loop, const http_config *cfg, http_handler_fn handler,
+                             void *ud)
+{
+    http_server *srv = xcalloc(1, sizeof *srv);
+    srv->loop = loop;
+    srv->cfg = *cfg;
+    if (!srv->cfg.max_header)
+        srv->cfg.max_header = DEF_MAX_HEADER;
+    if (!srv->cfg.max_url)
+        srv->cfg.max_url = DEF_MAX_URL;
+    if (!srv->cfg.max_body)
+        srv->cfg.max_body = DEF_MAX_BODY;
+    if (!srv->cfg.sse_max_queue)
+        srv->cfg.sse_max_queue = DEF_SSE_MAX_QUEUE;
+    srv->handler = handler;
+    srv->ud = ud;
+    srv->rbuf = xmalloc(READ_BUF_SIZE);
+    link_init(&srv->conns);
+    link_init(&srv->pending);
+    llhttp_settings_init(&srv->settings);
+    srv->settings.on_message_begin = on_message_begin;
+    srv->settings.on_url = on_url;
+    srv->settings.on_url_complete = on_url_complete;
+    srv->settings.on_header_field = on_header_field;
+    srv->settings.on_header_field_complete = on_header_field_complete;
+    srv->settings.on_header_value = on_header_value;
+    srv->settings.on_header_value_complete = on_header_value_complete;
+    srv->settings.on_headers_complete = on_headers_complete;
+    srv->settings.on_body = on_body;
+    srv->settings.on_message_complete = on_message_complete;
+    uv_check_init(loop, &srv->check);
+    uv_idle_init(loop, &srv->idle);
+    uv_timer_init(loop, &srv->deadline);
+    srv->check.data = srv->idle.data = srv->deadline.data = srv;
+    srv->open_handles = 3;
+    id_random(&srv->rid_seed, sizeof srv->rid_seed);
+    return srv;
+}
+
+static void on_srv_handle_closed(uv_handle_t *h)
+{
+    http_server *srv = h->data;
+    srv->open_handles--;
+    srv_maybe_free(srv);
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    http_server *srv = h->data;
+    srv->listener_open = 0;
+    srv->open_handles--;
+    srv_check_done(srv);
+    srv_maybe_free(srv);
+}
+
+static void srv_close_listener(http_server *srv)
+{
+    if (srv->listener_init && !uv_is_closing((uv_handle_t *)&srv->listener))
+        uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
+}
+
+int http_server_listen(http_server *srv, const char *host, int port)
+{
+    struct sockaddr_storage ss;
+    char h6[64];
+    int rc;
+    if (srv->listener_init || srv->shutting_down || srv->freeing)
+        return UV_EBUSY;
+    if (strchr(host, ':')) {
+        /* accept "[::1]" as well as "::1" */
+        size_t n = strlen(host);
+        if (host[0] == '[' && n >= 2 && host[n - 1] == ']' && n - 2 < sizeof h6) {
+            memcpy(h6, host + 1, n - 2);
+            h6[n - 2] = 0;
+            host = h6;
+        }
+        rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
+    } else {
+        rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+    }
+    if (rc)
+        return rc;
+    rc = uv_tcp_init(srv->loop, &srv->listener);
+    if (rc)
+        return rc;
+    srv->listener.data = srv;
+    srv->listener_init = 1;
+    srv->listener_open = 1;
+    srv->open_handles++;
+    /* libuv sets SO_REUSEADDR on bind, so a restart does not wait out TIME_WAIT */
+    rc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&ss, 0);
+    if (rc)
+        goto fail;
+    rc = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection);
+    if (rc)
+        goto fail;
+    return 0;
+fail:
+    LOGE(NULL, "listen failed", "host=%s port=%d err=%s", host, port, uv_err_name(rc));
+    srv_close_listener(srv);
+    return rc;
+}
+
+int http_server_port(http_server *srv)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (!srv->listener_open || uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len))
+        return -1;
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+unsigned http_server_connections(http_server *srv)
+{
+    return srv->nconns;
+}
+unsigned http_server_streams(http_server *srv)
+{
+    return srv->nstreams;
+}
+
+static void srv_close_all(http_server *srv)
+{
+    struct link *l, *next;
+    for (l = srv->conns.next; l != &srv->conns; l = next) {
+        next = l->next;
+        conn_close(container_of(l, conn, all));
+    }
+}
+
+static void srv_check_done(http_server *srv)
+{
+    if (!srv->shutting_down || srv->done_called || srv->freeing || srv->nconns ||
+        srv->listener_open)
+        return;
+    srv->done_called = 1;
+    uv_timer_stop(&srv->deadline);
+    if (srv->done)
+        srv->done(srv, srv->done_ud);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    http_server *srv = t->data;
+    if (srv->nconns)
+        LOGW(NULL, "shutdown deadline reached", "connections=%u streams=%u", srv->nconns,
+             srv->nstreams);
+    srv_close_all(srv);
+    srv_check_done(srv);
+}
+
+void http_server_shutdown(http_server *srv, unsigned deadline_ms, http_done_fn done, void *ud)
+{
+    if (srv->shutting_down || srv->freeing)
+        return;
+    srv->shutting_down = 1;
+    srv->done = done;
+    srv->done_ud = ud;
+    srv_close_listener(srv);
+    struct link *l, *next;
+    for (l = srv->conns.next; l != &srv->conns; l = next) {
+        next = l->next;
+        conn *c = container_of(l, conn, all);
+        /* idle keep-alive connections owe nothing; everything else finishes (and then closes,
+         * since keep-alive is off from now on) */
+        if (c->st == CS_READ && c->phase == PH_IDLE) {
+            if (c->nwrites)
+                conn_linger(c); /* let the last response drain */
+            else
+                conn_close(c);
+        }
+    }
+    /* done always runs from the loop, never from inside this call */
+    uv_timer_start(&srv->deadline, on_deadline, srv->nconns || srv->listener_open ? deadline_ms : 0,
+                   0);
+}
+
+static void srv_maybe_free(http_server *srv)
+{
+    if (!srv->freeing || srv->open_handles || srv->nconns)
+        return;
+    buf_free(&srv->wb);
+    free(srv->rbuf);
+    free(srv);
+}
+
+void http_server_free(http_server *srv)
+{
+    if (!srv || srv->freeing)
+        return;
+    srv->freeing = 1;
+    srv_close_all(srv);
+    srv_close_listener(srv);
+    uv_close((uv_handle_t *)&srv->check, on_srv_handle_closed);
+    uv_close((uv_handle_t *)&srv->idle, on_srv_handle_closed);
+    uv_close((uv_handle_t *)&srv->deadline, on_srv_handle_closed);
+}
+
+/* ---------------------------------------------------------------- answering */
+
+/* Detaches a request from a connection it can no longer be answered on (closing). */
+static void req_detach(hreq *r)
+{
+    if (r->c) {
+        if (r->c->req == r)
+            r->c->req = NULL;
+        r->c = NULL;
+    }
+}
+
+static void respond(hreq *r, int status, const char *ctype, const char *body, size_t len, char *own,
+                    const char *extra)
+{
+    if (r->answered) {
+        LOGW(r->pub.rid, "request answered twice", "status=%d", status);
+        free(own);
+        return;
+    }
+    if (r->sse) {
+        LOGW(r->pub.rid, "plain response on an SSE stream, ending it", "status=%d", status);
+        free(own);
+        http_sse_end(&r->pub);
+        return;
+    }
+    r->answered = 1;
+    conn *c = r->c;
+    if (c && c->st == CS_HANDLER) {
+        http_server *srv = c->srv;
+        int ka = conn_ka(c);
+        int bodyless = status < 200 || status == 204 || status == 304;
+        int nobody = bodyless || r->head_only;
+        buf *h = &srv->wb;
+        buf_reset(h);
+        head_start(h, srv, status);
+        if (!bodyless) {
+            if (ctype) {
+                buf_puts(h, "Content-Type: ");
+                buf_puts(h, ctype);
+                buf_puts(h, "\r\n");
+            }
+            buf_printf(h, "Content-Length: %zu\r\n", len);
+        }
+        head_end(h, ka, extra);
+        LOGD(r->pub.rid, "response", "status=%d len=%zu", status, len);
+        conn_write(c, h->data, h->len, nobody ? NULL : body, nobody ? 0 : len, own);
+        own = NULL;
+        if (c->st != CS_CLOSED)
+            conn_response_done(c, ka);
+    }
+    req_detach(r);
+    free(own);
+    r->refs--;
+    req_maybe_free(r);
+}
+
+void http_respond(http_req *req, int status, const char *content_type, const char *body, size_t len,
+                  const char *extra_headers)
+{
+    respond((hreq *)req, status, content_type, body, len, NULL, extra_headers);
+}
+
+void http_respond_owned(http_req *req, int status, const char *content_type, char *body, size_t len,
+                        const char *extra_headers)
+{
+    respond((hreq *)req, status, content_type, body, len, body, extra_headers);
+}
+
+void http_respond_error(http_req *req, int status, const char *code, const char *msg)
+{
+    buf b = BUF_INIT(0);
+    error_body(&b, code, msg);
+    size_t len;
+    char *body = buf_steal(&b, &len);
+    respond((hreq *)req, status, "application/json", body, len, body, NULL);
+}
+
+/* ---------------------------------------------------------------- SSE API */
+
+int http_sse_start(http_req *req, const char *extra_headers)
+{
+    hreq *r = (hreq *)req;
+    conn *c = r->c;
+    if (r->answered || r->sse)
+        return -EINVAL;
+    if (!c || c->st != CS_HANDLER)
+        return -ENOTCONN;
+    http_server *srv = c->srv;
+    r->sse = 1;
+    c->st = CS_SSE;
+    srv->nstreams++;
+    /* HTTP/1.0 has no chunked encoding: the stream ends with the connection */
+    c->sse_raw = !(c->parser.http_major == 1 && c->parser.http_minor >= 1);
+    c->sse_ka = conn_ka(c) && !c->sse_raw;
+    buf *h = &srv->wb;
+    buf_reset(h);
+    head_start(h, srv, 200);
+    buf_puts(h, "Content-Type: text/event-stream\r\n"
+                "Cache-Control: no-cache, no-transform\r\n"
+                "X-Accel-Buffering: no\r\n");
+    if (!c->sse_raw)
+        buf_puts(h, "Transfer-Encoding: chunked\r\n");
+    head_end(h, c->sse_ka, extra_headers);
+    LOGD(r->pub.rid, "sse start", "%s", "");
+    if (conn_write(c, h->data, h->len, NULL, 0, NULL) || c->st != CS_SSE)
+        return -ENOTCONN;
+    if (srv->cfg.heartbeat_ms)
+        conn_timer(c, srv->cfg.heartbeat_ms, srv->cfg.heartbeat_ms);
+    return 0;
+}
+
+int http_sse_send(http_req *req, const char *json, size_t len)
+{
+    hreq *r = (hreq *)req;
+    conn *c = r->c;
+    if (!c || c->st == CS_CLOSED || c->st == CS_LINGER)
+        return -ENOTCONN;
+    if (!r->sse || r->answered || c->st != CS_SSE)
+        return -EINVAL;
+    return sse_queue(c, json, len, 0);
+}
+
+void http_sse_end(http_req *req)
+{
+    hreq *r = (hreq *)req;
+    if (r->answered)
+        return;
+    if (!r->sse) {
+        LOGW(r->pub.rid, "http_sse_end without http_sse_start", "%s", "");
+        http_respond_error(req, 500, "internal", "stream was not started");
+        return;
+    }
+    r->answered = 1;
+    conn *c = r->c;
+    if (c && c->st == CS_SSE) {
+        c->srv->nstreams--;
+        c->st = CS_HANDLER;
+        uv_timer_stop(&c->timer);
+        size_t len;
+        const char *p = sse_frame(c, c->sse_raw ? NULL : "0\r\n\r\n", &len);
+        if (len)
+            conn_write(c, p, len, NULL, 0, NULL);
+        LOGD(r->pub.rid, "sse end", "%s", "");
+        if (c->st != CS_CLOSED)
+            conn_response_done(c, c->sse_ka && conn_ka(c));
+    }
+    req_detach(r);
+    r->refs--;
+    req_maybe_free(r);
+}
+
+int http_req_alive(const http_req *req)
+{
+    const hreq *r = (const hreq *)req;
+    return r->c && (r->c->st == CS_HANDLER || r->c->st == CS_SSE);
+}
+
+void http_req_on_close(http_req *req, http_close_fn cb, void *ud)
+{
+    hreq *r = (hreq *)req;
+    r->close_cb = cb;
+    r->close_ud = ud;
+}
+
+void http_req_ref(http_req *req)
+{
+    ((hreq *)req)->refs++;
+}
+
+void http_req_unref(http_req *req)
+{
+    hreq *r = (hreq *)req;
+    r->refs--;
+    req_maybe_free(r);
+}
+
+/* ---------------------------------------------------------------- query strings */
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Decodes one %XX / '+' unit at *p (not past end); advances *p. */
+static char url_decode_one(const char **p, const char *end)
+{
+    const char *s = *p;
+    if (*s == '+') {
+        *p = s + 1;
+        return ' ';
+    }
+    if (*s == '%' && end - s >= 3 && hexval(s[1]) >= 0 && hexval(s[2]) >= 0) {
+        *p = s + 3;
+        return (char)(hexval(s[1]) * 16 + hexval(s[2]));
+    }
+    *p = s + 1;
+    return *s;
+}
+
+int http_query_get(const char *query, const char *name, char *out, size_t outlen)
+{
+    if (!query || !name || !out || !outlen)
+        return -1;
+    const char *p = query;
+    while (*p) {
+        const char *end = strchr(p, '&');
+        if (!end)
+            end = p + strlen(p);
+        const char *eq = memchr(p, '=', (size_t)(end - p));
+        const char *kend = eq ? eq : end;
+        /* compare the decoded key with name */
+        const char *k = p, *n = name;
+        while (k < kend && *n && url_decode_one(&k, kend) == *n)
+            n++;
+        if (k == kend && !*n) {
+            size_t o = 0;
+            const char *v = eq ? eq + 1 : end;
+            while (v < end) {
+                if (o + 1 >= outlen)
+                    return -1;
+                out[o++] = url_decode_one(&v, end);
+            }
+            out[o] = 0;
+            return (int)o;
+        }
+        p = *end ? end + 1 : end;
+    }
+    return -1;
+}
+
+/* ---------------------------------------------------------------- fuzzing */
+
+void http_fuzz_feed(http_server *srv, const uint8_t *data, size_t len, size_t step)
+{
+    conn *c = conn_new(srv);
+    c->fake = 1;
+    c->open_handles = 2; /* the timer + our hold, so c outlives the loop turns below */
+    if (!step)
+        step = len ? len : 1;
+    for (size_t off = 0; off < len && c->st != CS_CLOSED;) {
+        size_t n = len - off < step ? len - off : step;
+        conn_on_data(c, (const char *)data + off, n);
+        off += n;
+        uv_run(srv->loop, UV_RUN_NOWAIT);
+    }
+    conn_close(c); /* as if the client went away */
+    while (c->open_handles > 1)
+        uv_run(srv->loop, UV_RUN_NOWAIT);
+    on_conn_handle_closed((uv_handle_t *)&c->timer);
+    uv_run(srv->loop, UV_RUN_NOWAIT);
+}

@@ -20,6 +20,8 @@ int buf_reserve(buf *b, size_t extra)
     char *p = realloc(b->data, ncap);
     if (!p)
         log_oom();
+    if (!b->data)
+        p[0] = 0; /* the NUL-termination promise holds from the first byte reserved */
     b->data = p;
     b->cap = ncap;
     return 0;
