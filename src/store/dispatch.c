@@ -35,7 +35,10 @@ typedef struct job {
     store_done_fn done;
     void *arg;
     int rc;
+    int checkpoint; /* internal: a reader checkpoints the WAL; no transaction, no completion */
 } job;
+
+#define CHECKPOINT_PAGES 1000 /* SQLite's own autocheckpoint threshold */
 
 typedef struct jobq {
     job *head, *tail;
@@ -68,6 +71,7 @@ struct store {
     pthread_t *rthreads;
     unsigned n_rthreads; /* started reader threads */
     int wstarted;
+    int ckpt_queued; /* under mu */
 
     /* loop thread only */
     job *free_list;
@@ -217,6 +221,23 @@ static void *writer_main(void *p)
     return NULL;
 }
 
+/* Called on the writer thread after each commit: past the threshold, a reader checkpoints. */
+static void on_wal(void *arg, int pages)
+{
+    store *s = arg;
+    if (pages < CHECKPOINT_PAGES)
+        return;
+    pthread_mutex_lock(&s->mu);
+    if (!s->ckpt_queued && !s->stopping) {
+        job *j = xcalloc(1, sizeof *j);
+        j->checkpoint = 1;
+        q_push(&s->rq, j);
+        s->ckpt_queued = 1;
+        pthread_cond_signal(&s->rcond);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* ---- readers ---- */
 
 static void *reader_main(void *p)
@@ -229,9 +250,17 @@ static void *reader_main(void *p)
         while (!s->rq.head && !s->stopping)
             pthread_cond_wait(&s->rcond, &s->mu);
         job *j = q_pop(&s->rq);
+        if (j && j->checkpoint)
+            s->ckpt_queued = 0;
         pthread_mutex_unlock(&s->mu);
         if (!j)
             break;
+        if (j->checkpoint) {
+            if (store_checkpoint_passive(c) < 0)
+                LOGW(NULL, "wal checkpoint failed", "%s", "");
+            free(j);
+            continue;
+        }
         if (store_begin_read(c) < 0) {
             j->rc = STORE_EIO;
         } else {
@@ -322,6 +351,7 @@ static int submit(store *s, int write, store_work_fn work, store_done_fn done, v
     j->done = done;
     j->arg = arg;
     j->rc = 0;
+    j->checkpoint = 0;
     if (s->pending++ == 0)
         uv_ref((uv_handle_t *)&s->async);
 
@@ -330,10 +360,8 @@ static int submit(store *s, int write, store_work_fn work, store_done_fn done, v
         return 0;
     }
     pthread_mutex_lock(&s->mu);
-    {
-        q_push(&s->rq, j);
-        pthread_cond_signal(&s->rcond);
-    }
+    q_push(&s->rq, j);
+    pthread_cond_signal(&s->rcond);
     pthread_mutex_unlock(&s->mu);
     return 0;
 }
@@ -426,6 +454,8 @@ store *store_new(uv_loop_t *loop, const char *url, unsigned n_readers, char **er
             goto fail;
     }
 
+    if (s->n_readers)
+        store_wal_hook(s->writer, on_wal, s);
     if (start_thread(&s->wthread, writer_main, s) != 0) {
         *err = xstrdup("store: cannot start the writer thread");
         goto fail;

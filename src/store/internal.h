@@ -18,4 +18,10 @@ int store_in_txn(store_conn *c);
  * on the writer connection. */
 int store_url_is_memory(const char *url);
 
+/* Checkpoints off the writer thread: the writer's automatic checkpoint is replaced by a hook
+ * that reports the WAL size after each commit, and a reader connection copies pages back
+ * (PASSIVE: never blocks the writer) — so the writer never waits on a checkpoint's fsync. */
+void store_wal_hook(store_conn *c, void (*cb)(void *arg, int wal_pages), void *arg);
+int store_checkpoint_passive(store_conn *c);
+
 #endif

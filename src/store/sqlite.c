@@ -23,6 +23,7 @@
 /* Small on purpose: the whole idle server must fit in a few MB, and the hot pages (thread
  * rows, the items index) are few. Negative = KiB. */
 #define CACHE_SIZE_KIB  1024
+#define MMAP_SIZE       (256LL << 20)
 #define BUSY_TIMEOUT_MS 5000
 
 enum {
@@ -171,6 +172,7 @@ struct store_conn {
     sqlite3 *db;
     sqlite3_stmt *st[S_N];
     char err[256];
+    void *wal_hook; /* wal_hook_arg, when the dispatcher set one */
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -376,6 +378,10 @@ store_conn *store_conn_open(const char *url, int migrate, char **err)
     snprintf(pragma, sizeof pragma, "PRAGMA cache_size=-%d", CACHE_SIZE_KIB);
     if (exec(c, pragma) < 0)
         goto fail;
+    /* reads through the page cache mapping instead of a pread per page */
+    snprintf(pragma, sizeof pragma, "PRAGMA mmap_size=%lld", (long long)MMAP_SIZE);
+    if (!store_url_is_memory(url) && exec(c, pragma) < 0)
+        goto fail;
     if (migrate && store_migrate(c) < 0)
         goto fail;
     return c;
@@ -394,6 +400,7 @@ void store_conn_close(store_conn *c)
     for (int k = 0; k < S_N; k++)
         sqlite3_finalize(c->st[k]);
     sqlite3_close(c->db);
+    free(c->wal_hook);
     free(c);
 }
 
@@ -1311,4 +1318,37 @@ void store_thread_page_clear(store_thread_page *p)
         store_thread_clear(&p->threads[i]);
     free(p->threads);
     memset(p, 0, sizeof *p);
+}
+
+/* ---- checkpoints (internal.h) ---- */
+
+typedef struct wal_hook_arg {
+    void (*cb)(void *arg, int wal_pages);
+    void *arg;
+} wal_hook_arg;
+
+static int on_wal_commit(void *p, sqlite3 *db, const char *name, int pages)
+{
+    (void)db;
+    (void)name;
+    wal_hook_arg *h = p;
+    h->cb(h->arg, pages);
+    return SQLITE_OK;
+}
+
+void store_wal_hook(store_conn *c, void (*cb)(void *arg, int wal_pages), void *arg)
+{
+    free(c->wal_hook);
+    c->wal_hook = xmalloc(sizeof(wal_hook_arg));
+    ((wal_hook_arg *)c->wal_hook)->cb = cb;
+    ((wal_hook_arg *)c->wal_hook)->arg = arg;
+    /* replaces the automatic checkpoint, which SQLite implements with this same hook */
+    sqlite3_wal_hook(c->db, on_wal_commit, c->wal_hook);
+}
+
+int store_checkpoint_passive(store_conn *c)
+{
+    int log = 0, done = 0;
+    int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+    return rc == SQLITE_OK || rc == SQLITE_BUSY ? 0 : STORE_EIO;
 }

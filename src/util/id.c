@@ -1,6 +1,8 @@
 #include "util/id.h"
 
+#include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -46,12 +48,19 @@ void id_hex(const unsigned char *in, size_t n, char *out)
 
 void id_new(const char *prefix, char out[ID_MAX])
 {
+    static const char hx[] = "0123456789abcdef";
     unsigned char r[ID_RANDOM_HEX / 2];
     id_random(r, sizeof r);
     size_t pl = strlen(prefix);
-    if (pl > ID_MAX - ID_RANDOM_HEX - 2)
-        pl = ID_MAX - ID_RANDOM_HEX - 2;
+    if (pl > ID_MAX - ID_TIME_HEX - ID_RANDOM_HEX - 2)
+        pl = ID_MAX - ID_TIME_HEX - ID_RANDOM_HEX - 2;
     memcpy(out, prefix, pl);
     out[pl] = '_';
-    id_hex(r, sizeof r, out + pl + 1);
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    uint64_t ms = (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+    char *o = out + pl + 1;
+    for (int i = ID_TIME_HEX - 1; i >= 0; i--, ms >>= 4)
+        o[i] = hx[ms & 15];
+    id_hex(r, sizeof r, o + ID_TIME_HEX);
 }

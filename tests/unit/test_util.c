@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <string.h>
+#include <time.h>
 
 #include "util/buf.h"
 #include "util/id.h"
@@ -36,9 +37,14 @@ static void t_ids(void **st)
     char a[ID_MAX], b[ID_MAX];
     id_new("thr", a);
     id_new("thr", b);
-    assert_int_equal(strlen(a), 4 + 24);
+    assert_int_equal(strlen(a), 4 + ID_TIME_HEX + ID_RANDOM_HEX);
     assert_memory_equal(a, "thr_", 4);
     assert_string_not_equal(a, b);
+    /* time-ordered: a later id sorts after an earlier one */
+    struct timespec ts = {0, 2000000};
+    nanosleep(&ts, NULL);
+    id_new("thr", b);
+    assert_true(strcmp(a, b) < 0);
 }
 
 static void t_ts(void **st)
