@@ -48,8 +48,8 @@ void ck_app_free(ck_app *app);
 
 /* ---- encoders (encode.c) ---- */
 #define CK_HIDDEN_TYPE(t) (!strcmp((t), "hidden_context_item") || !strcmp((t), "sdk_hidden_context"))
-/* Thread JSON (metadata always {}); items_json: a ready "{"data":…}" page or NULL for empty. */
-int ck_thread_json(buf *b, const store_thread *t, const char *items_json);
+/* Thread JSON (metadata always {}); items: the embedded page, or NULL for an empty one. */
+int ck_thread_json(buf *b, const store_thread *t, const store_item_page *items);
 /* Page of items: visible items only, has_more/after from the raw page. */
 int ck_items_page_json(buf *b, const store_item_page *p);
 /* Compact JSON text of v into b. */

@@ -7,7 +7,7 @@
 #include "util/log.h"
 #include "util/timeutil.h"
 
-int ck_thread_json(buf *b, const store_thread *t, const char *items_json)
+int ck_thread_json(buf *b, const store_thread *t, const store_item_page *items)
 {
     char ts[TS_MAX];
     ts_format(t->created_us, ts);
@@ -19,13 +19,22 @@ int ck_thread_json(buf *b, const store_thread *t, const char *items_json)
     }
     rc |= buf_puts(b, "\"id\":");
     rc |= buf_json_str(b, t->id, strlen(t->id));
-    rc |= buf_printf(b, ",\"created_at\":\"%s\",\"status\":%s", ts,
-                     t->status_json && *t->status_json ? t->status_json : "{\"type\":\"active\"}");
-    if (t->allowed_image_domains && *t->allowed_image_domains)
-        rc |= buf_printf(b, ",\"allowed_image_domains\":%s", t->allowed_image_domains);
+    /* plain appends: printf's %s copies byte by byte, and these can be long */
+    rc |= buf_puts(b, ",\"created_at\":\"");
+    rc |= buf_puts(b, ts);
+    rc |= buf_puts(b, "\",\"status\":");
+    rc |= buf_puts(b, t->status_json && *t->status_json ? t->status_json : "{\"type\":\"active\"}");
+    if (t->allowed_image_domains && *t->allowed_image_domains) {
+        rc |= buf_puts(b, ",\"allowed_image_domains\":");
+        rc |= buf_puts(b, t->allowed_image_domains);
+    }
     /* thread metadata is server-private: always sent as {} (reference §6) */
-    rc |= buf_printf(b, ",\"metadata\":{},\"items\":%s}",
-                     items_json ? items_json : "{\"data\":[],\"has_more\":false}");
+    rc |= buf_puts(b, ",\"metadata\":{},\"items\":");
+    if (items)
+        rc |= ck_items_page_json(b, items);
+    else
+        rc |= buf_puts(b, "{\"data\":[],\"has_more\":false}");
+    rc |= buf_putc(b, '}');
     return rc ? -ENOBUFS : 0;
 }
 

@@ -694,7 +694,8 @@ static void done_structured(ck_call *c)
     stream_emit_raw(st, c->out.data, c->out.len);
     char *text = c->text;
     buf b = BUF_INIT(0);
-    buf_printf(&b, "structured input answers: %s", text);
+    buf_puts(&b, "structured input answers: ");
+    buf_puts(&b, text);
     json_t *msgs = json_pack("[{s:s,s:s,s:s}]", "role", "tool", "tool_call_id", c->item_id,
                              "content", b.data);
     buf_free(&b);
@@ -731,8 +732,11 @@ static int work_retry(store_conn *db, ck_call *c)
             json_array_foreach(json_object_get(msg, "content"), k, part)
             {
                 const char *t = json_string_value(json_object_get(part, "text"));
-                if (t)
-                    buf_printf(&text, "%s%s", text.len ? " " : "", t);
+                if (t) {
+                    if (text.len)
+                        buf_putc(&text, ' ');
+                    buf_puts(&text, t);
+                }
             }
             json_decref(msg);
             c->text = buf_steal(&text, NULL);
@@ -838,12 +842,8 @@ static int work_get(store_conn *db, ck_call *c)
     store_item_page p = {0};
     store_page_req pr = {20, 0, NULL}; /* the oldest 20, reference §10 */
     rc = store_items_list(db, &c->scope, c->thread_id, &pr, &p);
-    if (!rc) {
-        buf items = BUF_INIT(0);
-        ck_items_page_json(&items, &p);
-        ck_thread_json(&c->out, &c->thread, items.data);
-        buf_free(&items);
-    }
+    if (!rc)
+        rc = ck_thread_json(&c->out, &c->thread, &p);
     store_item_page_clear(&p);
     return rc;
 }

@@ -52,6 +52,8 @@ struct store {
     uv_prepare_t prep;
     uv_check_t check;
     jobq staged;      /* loop thread only */
+    jobq rstaged;     /* reads, likewise: one wake-up for all reads of an iteration */
+    unsigned n_rstaged;
     int open_handles; /* closed in store_free; the last close frees the store */
 
     pthread_mutex_t mu; /* wq, rq, stopping */
@@ -310,19 +312,34 @@ static void on_async(uv_async_t *h)
 }
 
 /* Hands the writes staged in this loop iteration to the writer in one go. */
+static void q_splice(jobq *dst, jobq *src)
+{
+    if (dst->tail)
+        dst->tail->next = src->head;
+    else
+        dst->head = src->head;
+    dst->tail = src->tail;
+    src->head = src->tail = NULL;
+}
+
 static void flush_staged(store *s)
 {
-    if (!s->staged.head)
+    if (!s->staged.head && !s->rstaged.head)
         return;
     pthread_mutex_lock(&s->mu);
-    if (s->wq.tail)
-        s->wq.tail->next = s->staged.head;
-    else
-        s->wq.head = s->staged.head;
-    s->wq.tail = s->staged.tail;
-    pthread_cond_signal(&s->wcond);
+    if (s->staged.head) {
+        q_splice(&s->wq, &s->staged);
+        pthread_cond_signal(&s->wcond);
+    }
+    if (s->rstaged.head) {
+        q_splice(&s->rq, &s->rstaged);
+        if (s->n_rstaged > 1)
+            pthread_cond_broadcast(&s->rcond);
+        else
+            pthread_cond_signal(&s->rcond);
+        s->n_rstaged = 0;
+    }
     pthread_mutex_unlock(&s->mu);
-    s->staged.head = s->staged.tail = NULL;
 }
 
 /* before the loop blocks (writes from timers) and after I/O callbacks (writes from requests
@@ -357,12 +374,10 @@ static int submit(store *s, int write, store_work_fn work, store_done_fn done, v
 
     if (write || !s->n_readers) {
         q_push(&s->staged, j);
-        return 0;
+    } else {
+        q_push(&s->rstaged, j);
+        s->n_rstaged++;
     }
-    pthread_mutex_lock(&s->mu);
-    q_push(&s->rq, j);
-    pthread_cond_signal(&s->rcond);
-    pthread_mutex_unlock(&s->mu);
     return 0;
 }
 

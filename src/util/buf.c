@@ -45,16 +45,30 @@ int buf_putc(buf *b, char c) { return buf_append(b, &c, 1); }
 
 int buf_vprintf(buf *b, const char *fmt, va_list ap)
 {
+    /* format once into the free space; only a result that does not fit is formatted again */
+    if (buf_reserve(b, 64) && buf_reserve(b, 0))
+        return -ENOBUFS;
+    size_t room = b->cap - b->len;
     va_list ap2;
     va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap2);
+    int n = vsnprintf(b->data + b->len, room, fmt, ap2);
     va_end(ap2);
-    if (n < 0)
+    if (n < 0) {
+        b->data[b->len] = 0;
         return -EINVAL;
-    int rc = buf_reserve(b, (size_t)n);
-    if (rc)
-        return rc;
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    }
+    if (b->max && b->len + (size_t)n > b->max) {
+        b->data[b->len] = 0; /* the cap holds even when the memory had room */
+        return -ENOBUFS;
+    }
+    if ((size_t)n >= room) {
+        int rc = buf_reserve(b, (size_t)n);
+        if (rc) {
+            b->data[b->len] = 0;
+            return rc;
+        }
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    }
     b->len += (size_t)n;
     return 0;
 }

@@ -30,12 +30,14 @@ static void t_thread_json(void **st)
     buf_reset(&b);
     t.title = "Hé \"quoted\"";
     t.allowed_image_domains = "[\"a.example\"]";
-    assert_int_equal(ck_thread_json(&b, &t, "{\"data\":[1],\"has_more\":true,\"after\":\"m\"}"), 0);
+    store_item one = {.json = "{\"id\":\"m\"}"};
+    store_item_page page = {&one, 1, 1, "m"};
+    assert_int_equal(ck_thread_json(&b, &t, &page), 0);
     assert_string_equal(b.data,
                         "{\"title\":\"Hé \\\"quoted\\\"\",\"id\":\"thr_1\",\"created_at\":"
                         "\"2026-05-19T12:28:16.000001Z\",\"status\":{\"type\":\"locked\",\"reason\":"
                         "\"x\"},\"allowed_image_domains\":[\"a.example\"],\"metadata\":{},\"items\":"
-                        "{\"data\":[1],\"has_more\":true,\"after\":\"m\"}}");
+                        "{\"data\":[{\"id\":\"m\"}],\"has_more\":true,\"after\":\"m\"}}");
     buf_free(&b);
 }
 

@@ -19,6 +19,18 @@ static void t_buf_cap(void **st)
     assert_int_equal(b.len, 8);
     assert_string_equal(b.data, "12345678");
     buf_free(&b);
+    buf p = BUF_INIT(10);
+    assert_int_equal(buf_printf(&p, "%d-%s", 42, "abc"), 0);
+    assert_string_equal(p.data, "42-abc");
+    assert_int_not_equal(buf_printf(&p, "%s", "12345"), 0); /* would pass the cap of 10 */
+    assert_string_equal(p.data, "42-abc");
+    buf_free(&p);
+    buf big = BUF_INIT(0);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(buf_printf(&big, "%05d,", i), 0);
+    assert_int_equal(big.len, 600);
+    assert_memory_equal(big.data + 594, "00099,", 6);
+    buf_free(&big);
 }
 
 static void t_json_str(void **st)
