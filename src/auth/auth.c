@@ -1,10 +1,10 @@
 #include "auth/auth.h"
 
-#include <openssl/sha.h>
 #include <string.h>
 #include <strings.h>
 
 #include "util/id.h"
+#include "util/sha256.h"
 
 void auth_token_new(char out[AUTH_TOKEN_MAX])
 {
@@ -32,8 +32,8 @@ void auth_token_new(char out[AUTH_TOKEN_MAX])
 
 void auth_token_hash(const char *token, size_t len, char out[AUTH_HASH_HEX])
 {
-    unsigned char h[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)token, len, h);
+    unsigned char h[SHA256_LEN];
+    sha256(token, len, h);
     id_hex(h, sizeof h, out);
 }
 

@@ -48,8 +48,11 @@ struct ck_stream {
     int finished;           /* producer said stream_finish, or we cancelled */
     int cancelled;
     int ended;
-    buf scratch;
 };
+
+/* Encoding space shared by every stream: they all run on the loop thread, and each event is
+ * copied out (to the socket or a batch) before the next is encoded. */
+static buf scratch = BUF_INIT(0);
 
 static void pump(ck_stream *st);
 static void pump_loop(ck_stream *st);
@@ -361,9 +364,11 @@ static void out_json(ck_stream *st, job *j, const json_t *ev)
 {
     if (!st->req || st->cancelled)
         return;
-    buf_reset(&st->scratch);
-    if (ck_dump(&st->scratch, ev) == 0)
-        out_text(st, j, st->scratch.data, st->scratch.len);
+    buf_reset(&scratch);
+    if (ck_dump(&scratch, ev) == 0)
+        out_text(st, j, scratch.data, scratch.len);
+    if (scratch.cap > 65536)
+        buf_free(&scratch); /* do not keep the memory of one huge event */
 }
 
 static int item_to_store(ck_stream *st, const json_t *item, store_item *out)
@@ -480,7 +485,7 @@ static void handle_delta(ck_stream *st, entry *e, job *j)
     }
     if (!st->req || st->cancelled)
         return;
-    buf *s = &st->scratch;
+    buf *s = &scratch;
     buf_reset(s);
     buf_puts(s, "{\"type\":\"thread.item.updated\",\"item_id\":");
     buf_json_str(s, e->item_id, strlen(e->item_id));
@@ -549,7 +554,6 @@ static void end_stream(ck_stream *st)
     free(st->agent.name);
     free(st->agent.model);
     free(st->agent.instructions);
-    buf_free(&st->scratch);
     free(st);
 }
 
@@ -665,7 +669,6 @@ ck_stream *stream_new(ck_app *app, http_req *req, const store_scope *sc, const s
     st->agent.model = xstrdup(agent->model);
     st->agent.instructions = agent->instructions ? xstrdup(agent->instructions) : NULL;
     st->last_us = last_us;
-    st->scratch = (buf)BUF_INIT(0);
     http_req_ref(req);
     map_put(&app->active, st->thread.id, st);
     app->n_streams++;

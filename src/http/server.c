@@ -1057,10 +1057,9 @@ static void conn_flush(conn *c)
     size_t len;
     const char *p = sse_frame(c, NULL, &len);
     conn_write(c, p, len, NULL, 0, NULL);
-    if (c->out.cap > 4096)
-        buf_free(&c->out); /* idle streams should not keep a burst-sized buffer */
-    else
-        buf_reset(&c->out);
+    /* conn_write kept a copy of whatever the socket did not take: an idle stream holds no
+     * buffer at all (they add up with thousands of open streams) */
+    buf_free(&c->out);
 }
 
 static int sse_queue(conn *c, const char *json, size_t len, int ping)

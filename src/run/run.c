@@ -12,7 +12,8 @@ struct run {
     ck_stream *st;
     const llm_provider *prov;
     llm_call *call;
-    json_t *item; /* the assistant message being streamed, or NULL */
+    json_t *item; /* the assistant message being streamed: {id, thread_id, created_at, type};
+                   * its text lives in `text` */
     buf text;     /* its text so far */
     char *title_text;
     int in_cb; /* inside a provider callback: defer the free */
@@ -48,10 +49,10 @@ static json_t *output_part(const char *text, size_t len)
 static void open_message(run *r)
 {
     r->item = stream_new_item(r->st, "msg", "assistant_message");
-    json_object_set_new(r->item, "content", json_array());
-    /* the event gets its own copy: r->item keeps changing while the event may still queue */
-    stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.added", "item",
-                                 json_deep_copy(r->item)));
+    /* the event gets its own copy: the event may still queue while the run goes on */
+    json_t *added = json_copy(r->item);
+    json_object_set_new(added, "content", json_array());
+    stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.added", "item", added));
     stream_emit(r->st, json_pack("{s:s,s:s,s:{s:s,s:i,s:o}}", "type", "thread.item.updated",
                                  "item_id", json_string_value(json_object_get(r->item, "id")),
                                  "update", "type", "assistant_message.content_part.added",
@@ -67,11 +68,11 @@ static void close_message(run *r)
                 json_pack("{s:s,s:s,s:{s:s,s:i,s:o}}", "type", "thread.item.updated", "item_id", id,
                           "update", "type", "assistant_message.content_part.done", "content_index",
                           0, "content", output_part(r->text.data, r->text.len)));
-    json_array_append_new(json_object_get(r->item, "content"),
-                          output_part(r->text.data, r->text.len));
+    json_object_set_new(r->item, "content",
+                        json_pack("[o]", output_part(r->text.data, r->text.len)));
     stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", r->item));
     r->item = NULL;
-    buf_reset(&r->text);
+    buf_free(&r->text);
 }
 
 /* First user message, at most TITLE_MAX characters, cut at a word boundary when it is

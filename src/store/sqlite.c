@@ -22,7 +22,7 @@
 
 /* Small on purpose: the whole idle server must fit in a few MB, and the hot pages (thread
  * rows, the items index) are few. Negative = KiB. */
-#define CACHE_SIZE_KIB  1024
+#define CACHE_SIZE_KIB  512 /* small: reads are served from the mmap; this is mostly the writer's dirty pages */
 #define MMAP_SIZE       (256LL << 20)
 #define BUSY_TIMEOUT_MS 5000
 
