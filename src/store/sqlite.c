@@ -315,6 +315,34 @@ static void *grow(void *p, size_t *cap, size_t need, size_t elem, size_t max)
     return q;
 }
 
+/* Steps a bound page query that asks for limit + 1 rows: the extra row only answers has_more
+ * (reference §10). Rows are elem-sized structs whose first member is the id (char[]), so
+ * `after` is the id of the last row kept. On error the rows read so far stay in *rows for the
+ * caller's page clear. */
+typedef void (*row_fn)(sqlite3_stmt *st, void *row);
+
+static int fetch_page(store_conn *c, sqlite3_stmt *st, int limit, size_t elem, row_fn read,
+                      void **rows, size_t *n, int *has_more, char after[STORE_ID_MAX])
+{
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == (size_t)limit) {
+            *has_more = 1;
+            break;
+        }
+        *rows = grow(*rows, &cap, *n + 1, elem, (size_t)limit);
+        void *row = (char *)*rows + elem * (*n)++;
+        memset(row, 0, elem);
+        read(st, row);
+    }
+    int ret = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail(c, rc);
+    sqlite3_reset(st);
+    if (!ret && *has_more)
+        memcpy(after, (char *)*rows + elem * (*n - 1), STORE_ID_MAX);
+    return ret;
+}
+
 /* ---- connection ---- */
 
 static int exec(store_conn *c, const char *sql)
@@ -828,6 +856,8 @@ static void read_thread(sqlite3_stmt *st, store_thread *t)
     t->last_item_us = sqlite3_column_int64(st, 7);
 }
 
+static void row_thread(sqlite3_stmt *st, void *row) { read_thread(st, row); }
+
 static void rd_thread(sqlite3_stmt *st, void *out)
 {
     read_thread(st, out);
@@ -936,8 +966,7 @@ int store_threads_list(store_conn *c, const store_scope *sc, const char *agent_i
                        const store_page_req *pr, store_thread_page *out)
 {
     int64_t ts, seq;
-    size_t cap = 0;
-    int rc, ret;
+    int ret;
     memset(out, 0, sizeof *out);
     if (!sc || !pr || pr->limit < 1)
         return invalid(c, "page request");
@@ -956,26 +985,13 @@ int store_threads_list(store_conn *c, const store_scope *sc, const char *agent_i
     sqlite3_bind_int64(st, 5, (int64_t)pr->limit + 1); /* the extra row answers has_more */
     if (agent_id)
         bind_str(st, 6, agent_id);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (out->n == (size_t)pr->limit) {
-            out->has_more = 1;
-            break;
-        }
-        out->threads =
-            grow(out->threads, &cap, out->n + 1, sizeof *out->threads, (size_t)pr->limit);
-        store_thread *t = &out->threads[out->n++];
-        memset(t, 0, sizeof *t);
-        read_thread(st, t);
-    }
-    ret = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail(c, rc);
-    sqlite3_reset(st);
-    if (ret < 0) {
+    void *rows = NULL;
+    ret = fetch_page(c, st, pr->limit, sizeof(store_thread), row_thread, &rows, &out->n,
+                     &out->has_more, out->after);
+    out->threads = rows;
+    if (ret < 0)
         store_thread_page_clear(out);
-        return ret;
-    }
-    if (out->has_more)
-        memcpy(out->after, out->threads[out->n - 1].id, sizeof out->after);
-    return 0;
+    return ret;
 }
 
 /* ---- items ---- */
@@ -989,6 +1005,8 @@ static void read_item(sqlite3_stmt *st, store_item *it)
     it->hidden = sqlite3_column_int(st, 4);
     it->json = col_str_nn(st, 5);
 }
+
+static void row_item(sqlite3_stmt *st, void *row) { read_item(st, row); }
 
 static void rd_item(sqlite3_stmt *st, void *out)
 {
@@ -1063,8 +1081,7 @@ int store_items_list(store_conn *c, const store_scope *sc, const char *thread_id
                      const store_page_req *pr, store_item_page *out)
 {
     int64_t ts, seq;
-    size_t cap = 0;
-    int rc, ret;
+    int ret;
     memset(out, 0, sizeof *out);
     if (!sc || !thread_id || !pr || pr->limit < 1)
         return invalid(c, "page request");
@@ -1080,25 +1097,13 @@ int store_items_list(store_conn *c, const store_scope *sc, const char *thread_id
     sqlite3_bind_int64(st, 4, ts);
     sqlite3_bind_int64(st, 5, seq);
     sqlite3_bind_int64(st, 6, (int64_t)pr->limit + 1); /* the extra row answers has_more */
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (out->n == (size_t)pr->limit) {
-            out->has_more = 1;
-            break;
-        }
-        out->items = grow(out->items, &cap, out->n + 1, sizeof *out->items, (size_t)pr->limit);
-        store_item *it = &out->items[out->n++];
-        memset(it, 0, sizeof *it);
-        read_item(st, it);
-    }
-    ret = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail(c, rc);
-    sqlite3_reset(st);
-    if (ret < 0) {
+    void *rows = NULL;
+    ret = fetch_page(c, st, pr->limit, sizeof(store_item), row_item, &rows, &out->n,
+                     &out->has_more, out->after);
+    out->items = rows;
+    if (ret < 0)
         store_item_page_clear(out);
-        return ret;
-    }
-    if (out->has_more)
-        memcpy(out->after, out->items[out->n - 1].id, sizeof out->after);
-    return 0;
+    return ret;
 }
 
 /* ---- attachments ---- */
