@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test suite and prints one closing line "N passed, N failed".
 #   FAST=1  plain build only (no valgrind, no ASan)
+# Full run: unit tests (plain, under valgrind, ASan/UBSan), end-to-end tests against the
+# ASan/UBSan binary and against the plain binary under valgrind.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -32,10 +34,10 @@ run_unit() { # $1 label, $2 build dir, rest: extra meson test args
   count_meson "$logdir/unit-$label.log"
 }
 
-run_e2e() { # $1 label, $2 binary
-  local label=$1 bin=$2
+run_e2e() { # $1 label, $2 binary, $3 optional command prefix for the server (CHATKITD_WRAP)
+  local label=$1 bin=$2 wrap=${3:-}
   echo "== end-to-end tests ($label)"
-  CHATKITD_BIN="$bin" $PY -m pytest tests/e2e -q -p no:cacheprovider \
+  CHATKITD_WRAP="$wrap" CHATKITD_BIN="$bin" $PY -m pytest tests/e2e -q -p no:cacheprovider \
     --junitxml="$logdir/e2e-$label.xml" 2>&1 | tail -25
   if [ -f "$logdir/e2e-$label.xml" ]; then
     read -r p f < <($PY - "$logdir/e2e-$label.xml" <<'PYEOF'
@@ -61,6 +63,9 @@ if [ -z "${FAST:-}" ]; then
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
   run_unit asan "$BUILD_ASAN"
   run_e2e asan "$PWD/$BUILD_ASAN/chatkitd"
+  # the real server under valgrind: any memory error or leak fails the test that saw it
+  run_e2e valgrind "$PWD/$BUILD/chatkitd" \
+    "valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible"
 else
   run_e2e plain "$PWD/$BUILD/chatkitd"
 fi

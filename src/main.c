@@ -138,8 +138,10 @@ static int serve(config *cfg)
     uv_signal_start(&s.sigterm, on_signal, SIGTERM);
     uv_run(s.loop, UV_RUN_DEFAULT);
     http_server_free(s.http);
+    uv_run(s.loop, UV_RUN_DEFAULT); /* the server's handles finish closing (and free) here */
     ck_app_free(&s.app);
-    uv_loop_close(s.loop);
+    if (uv_loop_close(s.loop))
+        LOGW(NULL, "handles still open at exit", "%s", "");
     LOGI(NULL, "stopped", "%s", "");
     return 0;
 }

@@ -13,6 +13,7 @@ validated by shapes.py. Servers are stopped by PID (SIGTERM, 10 s, SIGKILL) afte
 import atexit
 import json
 import os
+import shlex
 import re
 import shutil
 import signal
@@ -34,7 +35,10 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("CHATKITD_BIN") or str(REPO / "build" / "chatkitd")
 
 STOP_WAIT_S = 10.0
-READY_WAIT_S = 10.0
+# CHATKITD_WRAP: a command prefix for `serve`, e.g. "valgrind -q --error-exitcode=99"; the
+# server then exits non-zero on a memory error or leak, which test_zz_shutdown checks.
+WRAP = shlex.split(os.environ.get("CHATKITD_WRAP", ""))
+READY_WAIT_S = 60.0 if WRAP else 10.0
 HTTP_TIMEOUT = (5, 30)  # connect, read (per socket read)
 
 _live_procs = []  # every server we start, so that no test leaves one behind
@@ -195,7 +199,8 @@ class Server:
             env.update(self.env)
             log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
-                [BIN, "serve", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}"],
+                WRAP + [BIN, "serve", "--data-dir", str(self.data_dir), "--listen",
+                        f"127.0.0.1:{self.port}"],
                 env=base_env(env), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
             log.close()
             with _live_lock:
@@ -296,12 +301,22 @@ class Tenant:
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "WARNING: ThreadSanitizer")
 
 
+# valgrind (CHATKITD_WRAP="valgrind ..."): memory errors while running, leaks and a non-zero
+# error count at exit
+VALGRIND_REPORT = re.compile(r"==\d+== (Invalid (read|write|free)|Conditional jump|Use of uninit"
+                             r"|Syscall param|Mismatched free|.*are (definitely|indirectly|possibly) "
+                             r"lost|ERROR SUMMARY: [1-9])")
+
+
 def sanitizer_report(text):
-    """The first sanitizer report in a server log, or None."""
+    """The first sanitizer or valgrind report in a server log, or None."""
     for m in SANITIZER_MARKERS:
         i = text.find(m)
         if i >= 0:
             return text[max(0, i - 200):i + 3000]
+    m = VALGRIND_REPORT.search(text)
+    if m:
+        return text[max(0, m.start() - 200):m.start() + 3000]
     return None
 
 

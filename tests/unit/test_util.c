@@ -8,6 +8,7 @@
 
 #include "util/buf.h"
 #include "util/id.h"
+#include "util/sha256.h"
 #include "util/timeutil.h"
 
 static void t_buf_cap(void **st)
@@ -73,6 +74,42 @@ static void t_ts(void **st)
     assert_int_not_equal(ts_parse("garbage", &us), 0);
 }
 
+static void hex(const unsigned char *d, char *out)
+{
+    id_hex(d, SHA256_LEN, out);
+}
+
+static void t_sha256(void **st)
+{
+    (void)st;
+    unsigned char d[SHA256_LEN];
+    char h[65];
+    sha256("", 0, d);
+    hex(d, h);
+    assert_string_equal(h, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    sha256("abc", 3, d);
+    hex(d, h);
+    assert_string_equal(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    sha256(two, strlen(two), d);
+    hex(d, h);
+    assert_string_equal(h, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    /* one million 'a', fed in uneven pieces */
+    sha256_ctx c;
+    sha256_init(&c);
+    char a[997];
+    memset(a, 'a', sizeof a);
+    size_t left = 1000000;
+    for (size_t k = 1; left; k = k % 997 + 1) {
+        size_t n = k < left ? k : left;
+        sha256_update(&c, a, n);
+        left -= n;
+    }
+    sha256_final(&c, d);
+    hex(d, h);
+    assert_string_equal(h, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -80,6 +117,7 @@ int main(void)
         cmocka_unit_test(t_json_str),
         cmocka_unit_test(t_ids),
         cmocka_unit_test(t_ts),
+        cmocka_unit_test(t_sha256),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
