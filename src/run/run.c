@@ -233,6 +233,13 @@ static const llm_callbacks callbacks = {on_text, on_tool_call, on_done, on_error
 
 void run_start(ck_stream *st, json_t *messages, const char *title_text)
 {
+    if (stream_cancelled(st)) {
+        /* the client left before the stream began: what it sent is stored, the model is not
+         * asked (a real provider would spend tokens on an answer nobody reads) */
+        json_decref(messages);
+        stream_finish(st);
+        return;
+    }
     const ck_agent *agent = stream_agent(st);
     run *r = xcalloc(1, sizeof *r);
     r->st = st;
