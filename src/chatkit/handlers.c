@@ -497,6 +497,22 @@ static void reply_busy(ck_call *c)
     reply_lone_event(c, ev, sizeof ev - 1);
 }
 
+/* add_user_message on a busy thread: the stored message, then why no answer follows. */
+static void reply_busy_message(ck_call *c)
+{
+    static const char ev[] =
+        "{\"type\":\"error\",\"code\":\"custom\",\"message\":\"This thread is still answering a "
+        "previous message. Your message is saved: retry it once the answer is done.\","
+        "\"allow_retry\":true}";
+    if (http_sse_start(c->req, NULL) == 0) {
+        http_sse_send(c->req, c->out.data, c->out.len);
+        http_sse_send(c->req, stream_options_ev, sizeof stream_options_ev - 1);
+        http_sse_send(c->req, ev, sizeof ev - 1);
+    }
+    http_sse_end(c->req);
+    call_free(c);
+}
+
 /* Wraps a streaming job's done: a refused or failed job must free the reservation. */
 static void stream_job_done(int rc, void *arg)
 {
@@ -1157,8 +1173,13 @@ static void dispatch(ck_call *c)
             work = work_action;
             next = done_action;
         }
-        if (reserve_thread(c))
+        if (reserve_thread(c)) {
+            /* nothing a user typed is lost: a message is stored even when it cannot be
+             * answered now, and the user is told how to get it answered */
+            if (work == work_add_message)
+                return run_job(c, 1, work_add_message, reply_busy_message);
             return reply_busy(c);
+        }
         return run_stream_job(c, work, next);
     }
     if (!strcmp(t, "threads.get_by_id") || !strcmp(t, "threads.delete")) {

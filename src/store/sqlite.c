@@ -622,6 +622,20 @@ static int one_row(store_conn *c, sqlite3_stmt *st, row_reader rd, void *out)
     return ret;
 }
 
+/* The row of a statement whose only parameter is one text key. */
+static int one_by_key(store_conn *c, int k, const char *key, row_reader rd, void *out,
+                      size_t outsize)
+{
+    memset(out, 0, outsize);
+    if (!key)
+        return invalid(c, "key");
+    sqlite3_stmt *st = get(c, k);
+    if (!st)
+        return STORE_EIO;
+    bind_str(st, 1, key);
+    return one_row(c, st, rd, out);
+}
+
 static void rd_account(sqlite3_stmt *st, void *out)
 {
     read_account(st, out);
@@ -664,26 +678,12 @@ int store_account_create(store_conn *c, store_account *a)
 
 int store_account_get(store_conn *c, const char *id, store_account *out)
 {
-    memset(out, 0, sizeof *out);
-    if (!id)
-        return invalid(c, "id");
-    sqlite3_stmt *st = get(c, S_ACCT_GET);
-    if (!st)
-        return STORE_EIO;
-    bind_str(st, 1, id);
-    return one_row(c, st, rd_account, out);
+    return one_by_key(c, S_ACCT_GET, id, rd_account, out, sizeof *out);
 }
 
 int store_account_find_by_name(store_conn *c, const char *name, store_account *out)
 {
-    memset(out, 0, sizeof *out);
-    if (!name)
-        return invalid(c, "name");
-    sqlite3_stmt *st = get(c, S_ACCT_BY_NAME);
-    if (!st)
-        return STORE_EIO;
-    bind_str(st, 1, name);
-    return one_row(c, st, rd_account, out);
+    return one_by_key(c, S_ACCT_BY_NAME, name, rd_account, out, sizeof *out);
 }
 
 int store_user_create(store_conn *c, store_user *u)
@@ -704,14 +704,7 @@ int store_user_create(store_conn *c, store_user *u)
 
 int store_user_get(store_conn *c, const char *id, store_user *out)
 {
-    memset(out, 0, sizeof *out);
-    if (!id)
-        return invalid(c, "id");
-    sqlite3_stmt *st = get(c, S_USER_GET);
-    if (!st)
-        return STORE_EIO;
-    bind_str(st, 1, id);
-    return one_row(c, st, rd_user, out);
+    return one_by_key(c, S_USER_GET, id, rd_user, out, sizeof *out);
 }
 
 int store_user_find_by_name(store_conn *c, const char *account_id, const char *name,

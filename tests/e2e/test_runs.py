@@ -190,14 +190,19 @@ def test_one_run_per_thread(server, client):
                    {"thread_id": tid, "input": msg_input("be slow")})
     try:
         rs.wait_for(lambda e: n_deltas(e) >= 1, "a text delta")
-        for typ, params in [
-            ("threads.add_user_message", {"thread_id": tid, "input": msg_input("interrupting")}),
-            ("threads.retry_after_item", {"thread_id": tid, "item_id": client.all_items(tid)[0]["id"]}),
-        ]:
-            ev = client.stream(typ, params)
-            assert len(ev) == 1, f"{typ}: expected a single error event, got {[e['type'] for e in ev]}"
-            e = ev[0]
-            assert e["type"] == "error" and e["code"] == "custom" and e["allow_retry"] is False, e
+        # a message is stored, not answered: [user message, stream_options, error (retry)]
+        ev = client.stream("threads.add_user_message",
+                           {"thread_id": tid, "input": msg_input("interrupting")})
+        expect_seq(ev, r"done:user_message stream_options error")
+        assert ev[0]["item"]["content"][0]["text"] == "interrupting"
+        e = ev[-1]
+        assert e["code"] == "custom" and e["allow_retry"] is True and "saved" in e["message"], e
+        # requests that carry no new user content are refused with a lone error
+        ev = client.stream("threads.retry_after_item",
+                           {"thread_id": tid, "item_id": client.all_items(tid)[0]["id"]})
+        assert len(ev) == 1, f"expected a single error event, got {[e['type'] for e in ev]}"
+        e = ev[0]
+        assert e["type"] == "error" and e["code"] == "custom" and e["allow_retry"] is False, e
         # other threads are not blocked
         expect_seq(client.send(other, "meanwhile"), r"done:user_message stream_options " + DEMO_REPLY)
         final = rs.read_all()
@@ -205,7 +210,7 @@ def test_one_run_per_thread(server, client):
         rs.close()
     expect_seq(final, r"done:user_message stream_options " + DEMO_REPLY)
     texts = [i["content"][0]["text"] for i in client.all_items(tid) if i["type"] == "user_message"]
-    assert texts == ["hello", "be slow"], "the refused message must not be stored"
+    assert texts == ["hello", "be slow", "interrupting"], "the message sent while busy is kept"
     # the run is over: the thread accepts a new turn
     expect_seq(client.send(tid, "now"), r"done:user_message stream_options " + DEMO_REPLY)
 
