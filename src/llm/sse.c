@@ -237,7 +237,10 @@ int ssep_finish(ssep *p)
     return rc;
 }
 
-const char *ssep_last_id(const ssep *p) { return p->id; }
+const char *ssep_last_id(const ssep *p)
+{
+    return p->id;
+}
 
 void ssep_free(ssep *p)
 {

@@ -28,9 +28,9 @@
 
 #include "util/buf.h"
 
-#define SSEP_NAME_MAX      256         /* event name and id, bytes */
-#define SSEP_LINE_SLACK    64          /* field name + ": " on top of max_event_bytes */
-#define SSEP_DEFAULT_EVENT (1u << 20)  /* max_event_bytes when 0 is passed */
+#define SSEP_NAME_MAX      256        /* event name and id, bytes */
+#define SSEP_LINE_SLACK    64         /* field name + ": " on top of max_event_bytes */
+#define SSEP_DEFAULT_EVENT (1u << 20) /* max_event_bytes when 0 is passed */
 
 /* Called once per dispatched event. event: the name, never empty ("message" by default),
  * NUL-terminated. data: NOT NUL-terminated (it may point into the fed chunk), may contain
@@ -46,13 +46,13 @@ typedef struct ssep {
     ssep_event_fn cb;
     void *ud;
     size_t max_data;
-    buf line;                /* the part of a line that a previous feed ended inside */
-    buf data;                /* joined data when it could not stay in the caller's chunk */
-    const char *dref;        /* the event's only data line, still inside the current chunk */
+    buf line;         /* the part of a line that a previous feed ended inside */
+    buf data;         /* joined data when it could not stay in the caller's chunk */
+    const char *dref; /* the event's only data line, still inside the current chunk */
     size_t dref_len;
-    int dstate;              /* none / borrowed (dref) / owned (data) */
-    int err;                 /* sticky error, 0 = fine */
-    unsigned char bom;       /* BOM bytes matched so far; 3 or more = BOM phase over */
+    int dstate;               /* none / borrowed (dref) / owned (data) */
+    int err;                  /* sticky error, 0 = fine */
+    unsigned char bom;        /* BOM bytes matched so far; 3 or more = BOM phase over */
     unsigned char pending_cr; /* the last feed ended in CR: skip an LF starting the next */
     size_t event_len;
     char event[SSEP_NAME_MAX + 1];
