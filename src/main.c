@@ -9,6 +9,7 @@
 #include "admin.h"
 #include "chatkit/chatkit.h"
 #include "http/http.h"
+#include "llm/provider.h"
 #include "store/store.h"
 #include "util/config.h"
 #include "util/log.h"
@@ -57,6 +58,7 @@ static void finish_shutdown(uv_timer_t *t)
         LOGW(NULL, "streams still draining at exit", "streams=%zu", s->app.active.len);
     uv_timer_stop(t);
     uv_close((uv_handle_t *)t, NULL);
+    llm_providers_shutdown();
     store_free(s->st);
     s->st = NULL;
     uv_close((uv_handle_t *)&s->sigint, NULL);

@@ -1526,7 +1526,10 @@ void http_sse_end(http_req *req)
     if (r->answered)
         return;
     if (!r->sse) {
-        LOGW(r->pub.rid, "http_sse_end without http_sse_start", "%s", "");
+        /* expected when the client left before the stream could start: ending completes the
+         * request so it is freed; otherwise it is a caller's mistake */
+        if (http_req_alive(req))
+            LOGW(r->pub.rid, "http_sse_end without http_sse_start", "%s", "");
         http_respond_error(req, 500, "internal", "stream was not started");
         return;
     }

@@ -181,6 +181,10 @@ const llm_provider *llm_provider_find(const char *spec, const char **model_out)
         *model_out = spec && spec[4] == ':' ? spec + 5 : "demo";
         return &llm_demo_provider;
     }
+    if (!strncmp(spec, "openai:", 7) && spec[7]) {
+        *model_out = spec + 7;
+        return &llm_openai_provider;
+    }
     *model_out = spec;
     return NULL;
 }

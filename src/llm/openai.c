@@ -235,3 +235,215 @@ int oai_dec_end(oai_dec *d, const char **err)
     d->cb->on_done(d->ud, &d->usage);
     return 0;
 }
+
+/* ---------- the provider: Chat Completions over fetch ---------- */
+
+#include "llm/fetch.h"
+#include "llm/sse.h"
+
+#define ERR_BODY_MAX 8192
+
+static fetch_ctx *shared_ctx; /* one per process: the loop thread's curl multi */
+static const char *ctx_error;
+
+struct llm_call {
+    llm_callbacks cb;
+    void *ud;
+    fetch *f;
+    ssep sse;
+    oai_dec dec;
+    long status;
+    buf errbody;        /* a non-200 answer's body, capped */
+    int dec_rc;         /* < 0: the decoder failed */
+    const char *err;
+    char errbuf[320];
+    int in_cb;          /* inside a fetch callback: free later */
+    int dead;           /* cancelled or finished */
+    uv_timer_t *later;  /* a start-time failure is reported from the loop, not from start */
+};
+
+static void call_free(llm_call *c)
+{
+    ssep_free(&c->sse);
+    oai_dec_free(&c->dec);
+    buf_free(&c->errbody);
+    free(c);
+}
+
+static void report_error(llm_call *c, const char *msg, int retryable)
+{
+    c->dead = 1;
+    c->cb.on_error(c->ud, msg, retryable);
+}
+
+static int on_sse_event(void *ud, const char *event, size_t elen, const char *data, size_t dlen,
+                        const char *id)
+{
+    (void)event;
+    (void)elen;
+    (void)id;
+    llm_call *c = ud;
+    if (c->dead)
+        return -ECANCELED;
+    int rc = oai_dec_event(&c->dec, data, dlen, c->errbuf, sizeof c->errbuf, &c->err);
+    if (rc < 0) {
+        c->dec_rc = rc;
+        return rc;
+    }
+    return c->dead ? -ECANCELED : 0; /* on_text may have cancelled us */
+}
+
+static int f_head(void *ud, long status, const char *ctype, const char *retry_after)
+{
+    (void)ctype;
+    (void)retry_after;
+    ((llm_call *)ud)->status = status;
+    return 0;
+}
+
+static int f_data(void *ud, const char *p, size_t n)
+{
+    llm_call *c = ud;
+    if (c->status != 200) {
+        buf_append(&c->errbody, p, n); /* past the cap: the rest is dropped */
+        return 0;
+    }
+    c->in_cb++;
+    int rc = ssep_feed(&c->sse, p, n);
+    c->in_cb--;
+    if (c->dead) { /* cancelled from a callback: fetch was cancelled too */
+        call_free(c);
+        return -1;
+    }
+    return rc < 0 ? -1 : 0;
+}
+
+/* "The model provider answered 429: Rate limit reached" from an error body. */
+static void http_error(llm_call *c)
+{
+    json_t *b = json_loadb(c->errbody.data ? c->errbody.data : "", c->errbody.len, 0, NULL);
+    const char *m = json_string_value(json_object_get(json_object_get(b, "error"), "message"));
+    snprintf(c->errbuf, sizeof c->errbuf, "The model provider answered %ld: %.200s", c->status,
+             m ? m : "(no details)");
+    json_decref(b);
+    report_error(c, c->errbuf, c->status == 429 || c->status >= 500);
+}
+
+static void f_done(void *ud, int rc, long status, const char *message)
+{
+    llm_call *c = ud;
+    c->f = NULL;
+    if (c->dead) {
+        call_free(c);
+        return;
+    }
+    if (status && status != 200) {
+        http_error(c);
+    } else if (c->dec_rc < 0) {
+        report_error(c, c->err, !c->dec.text_seen);
+    } else if (rc) {
+        snprintf(c->errbuf, sizeof c->errbuf, "The model provider could not be reached: %.200s",
+                 message ? message : "network error");
+        report_error(c, c->errbuf, rc == FETCH_ECONNECT || rc == FETCH_ETIMEOUT);
+    } else {
+        int e = ssep_finish(&c->sse);
+        if (e < 0 && c->dec_rc == 0) {
+            report_error(c, "The model provider sent an oversized event.", 0);
+        } else if (oai_dec_end(&c->dec, &c->err) < 0) {
+            report_error(c, c->err, !c->dec.text_seen);
+        } else {
+            c->dead = 1; /* on_done went out inside oai_dec_end */
+        }
+    }
+    call_free(c);
+}
+
+static const fetch_cb fcb = {f_head, f_data, f_done};
+
+static void on_later_closed(uv_handle_t *h)
+{
+    llm_call *c = h->data;
+    free(h);
+    call_free(c);
+}
+
+static void on_later(uv_timer_t *t)
+{
+    llm_call *c = t->data;
+    if (!c->dead)
+        report_error(c, c->err, 0);
+    uv_close((uv_handle_t *)t, on_later_closed);
+}
+
+static llm_call *oai_start(uv_loop_t *loop, const llm_request *req, const llm_callbacks *cb,
+                           void *ud)
+{
+    llm_call *c = xcalloc(1, sizeof *c);
+    c->cb = *cb;
+    c->ud = ud;
+    c->errbody = (buf)BUF_INIT(ERR_BODY_MAX);
+    ssep_init(&c->sse, 0, on_sse_event, c);
+    oai_dec_init(&c->dec, &c->cb, ud);
+    char *body = oai_chat_body(req, NULL);
+    if (!shared_ctx && !ctx_error)
+        shared_ctx = fetch_ctx_new(loop, &ctx_error);
+    char url[1024], auth[600];
+    const char *base = req->base_url && *req->base_url ? req->base_url
+                                                        : "https://api.openai.com/v1";
+    size_t bl = strlen(base);
+    while (bl && base[bl - 1] == '/')
+        bl--;
+    snprintf(url, sizeof url, "%.*s/chat/completions", (int)bl, base);
+    const char *headers[4] = {"Content-Type: application/json", "Accept: text/event-stream",
+                              NULL, NULL};
+    if (req->api_key && *req->api_key) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %.500s", req->api_key);
+        headers[2] = auth;
+    }
+    int rc = -1;
+    if (!body) {
+        c->err = "The conversation could not be sent to the model (malformed history).";
+    } else if (!shared_ctx) {
+        snprintf(c->errbuf, sizeof c->errbuf, "The model provider is unavailable: %.200s",
+                 ctx_error ? ctx_error : "no HTTP client");
+        c->err = c->errbuf;
+    } else {
+        fetch_opts o = {.url = url, .headers = headers, .body = body, .body_len = strlen(body)};
+        rc = fetch_start(shared_ctx, &o, &fcb, c, &c->f);
+        if (rc)
+            c->err = "The model provider request could not be started.";
+    }
+    memset(auth, 0, sizeof auth); /* the key does not linger on the stack */
+    free(body);
+    if (rc) {
+        /* callbacks never run inside start: report from the next loop turn */
+        c->later = xmalloc(sizeof *c->later);
+        uv_timer_init(loop, c->later);
+        c->later->data = c;
+        uv_timer_start(c->later, on_later, 0, 0);
+    }
+    return c;
+}
+
+static void oai_cancel(llm_call *c)
+{
+    if (!c || c->dead)
+        return;
+    c->dead = 1;
+    if (c->later)
+        return; /* on_later sees dead and frees */
+    if (c->f)
+        fetch_cancel(c->f);
+    c->f = NULL;
+    if (!c->in_cb)
+        call_free(c);
+}
+
+void llm_providers_shutdown(void)
+{
+    if (shared_ctx)
+        fetch_ctx_free(shared_ctx);
+    shared_ctx = NULL;
+}
+
+const llm_provider llm_openai_provider = {"openai", oai_start, oai_cancel};

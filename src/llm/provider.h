@@ -36,6 +36,8 @@ typedef struct llm_request {
     json_t *messages;    /* borrowed for the duration of llm_start */
     json_t *tools;       /* borrowed; may be NULL */
     unsigned delay_ms;   /* demo only: pause between deltas of a "slow" turn */
+    const char *base_url; /* e.g. "https://api.openai.com/v1" (no trailing slash needed) */
+    const char *api_key;  /* NULL/"" = send none (local OpenAI-compatible servers) */
 } llm_request;
 
 typedef struct llm_provider {
@@ -48,7 +50,10 @@ typedef struct llm_provider {
 /* Resolves "provider:model" (or "demo"). Returns NULL for an unknown or not yet available
  * provider; *model_out points into spec. */
 const llm_provider *llm_provider_find(const char *spec, const char **model_out);
+/* Releases what providers keep per process (the HTTP client); run the loop once more after. */
+void llm_providers_shutdown(void);
 
 extern const llm_provider llm_demo_provider;
+extern const llm_provider llm_openai_provider; /* "openai:MODEL", Chat Completions */
 
 #endif

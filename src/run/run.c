@@ -221,6 +221,7 @@ static void on_error(void *ud, const char *message, int retryable)
     run *r = ud;
     r->in_cb++;
     close_message(r); /* text received so far is kept */
+    set_title(r);     /* the title comes from the user's message, which is stored */
     char q[256];
     LOGW(stream_rid(r->st), "model failed", "err=\"%s\"", log_quote(message, q, sizeof q));
     stream_error(r->st, "custom", message, retryable);
@@ -263,7 +264,9 @@ void run_start(ck_stream *st, json_t *messages, const char *title_text)
     if (agent->instructions && *agent->instructions)
         json_array_insert_new(
             messages, 0, json_pack("{s:s,s:s}", "role", "system", "content", agent->instructions));
-    llm_request req = {model, messages, NULL, stream_app(st)->cfg->demo_delay_ms};
+    const config *cfg = stream_app(st)->cfg;
+    llm_request req = {model, messages, NULL, cfg->demo_delay_ms, cfg->openai_base_url,
+                       cfg->openai_api_key};
     stream_set_run(st, r);
     r->call = r->prov->start(stream_app(st)->loop, &req, &callbacks, r);
     json_decref(messages);

@@ -46,6 +46,9 @@ static const opt opts[] = {
     {"upload-max-bytes", "CHATKIT_UPLOAD_MAX_BYTES", K_SIZE, O(upload_max_bytes), "25MB", 0},
     {"allowed-mime-types", "CHATKIT_ALLOWED_MIME_TYPES", K_STR, O(allowed_mime_types), "", 0},
     {"titles", "CHATKIT_TITLES", K_BOOL, O(title_enabled), "1", 0},
+    /* no flag for the key: a command line is visible to every user of the machine */
+    {NULL, "OPENAI_API_KEY", K_STR, O(openai_api_key), "", 1},
+    {"openai-base-url", "OPENAI_BASE_URL", K_STR, O(openai_base_url), "https://api.openai.com/v1", 0},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -173,7 +176,7 @@ int config_load(config *c, char *err, size_t errlen)
 int config_flag(config *c, const char *name, const char *value, char *err, size_t errlen)
 {
     for (size_t i = 0; i < NOPTS; i++) {
-        if (strcmp(opts[i].flag, name))
+        if (!opts[i].flag || strcmp(opts[i].flag, name))
             continue;
         char src[64];
         snprintf(src, sizeof src, "--%s", name);
@@ -241,7 +244,7 @@ char *config_dump(const config *c)
         }
         json_object_set_new(o, opts[i].env, v);
     }
-    static const char *secrets[] = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "CHATKIT_CLIENT_SECRET",
+    static const char *secrets[] = {"ANTHROPIC_API_KEY", "CHATKIT_CLIENT_SECRET",
                                     "CHATKIT_JWT_SECRET"};
     for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++) {
         const char *v = getenv(secrets[i]);

@@ -27,6 +27,8 @@ typedef struct config {
     size_t upload_max_bytes; /* CHATKIT_UPLOAD_MAX_BYTES, 25 MB */
     char *allowed_mime_types; /* CHATKIT_ALLOWED_MIME_TYPES, "" = any */
     int title_enabled;       /* CHATKIT_TITLES, 1 */
+    char *openai_api_key;    /* OPENAI_API_KEY (secret: never printed or logged) */
+    char *openai_base_url;   /* OPENAI_BASE_URL, "https://api.openai.com/v1" */
 } config;
 
 /* Fills defaults then reads the environment. On a bad value returns -EINVAL and writes a

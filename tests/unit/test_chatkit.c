@@ -218,7 +218,7 @@ static demo_out run_demo(const char *text)
     json_t *msgs = json_pack("[{s:s,s:s}]", "role", "user", "content", text);
     const char *model;
     const llm_provider *p = llm_provider_find("demo", &model);
-    llm_request req = {model, msgs, NULL, 1};
+    llm_request req = {.model = model, .messages = msgs, .delay_ms = 1};
     p->start(&loop, &req, &dcb, &o);
     json_decref(msgs);
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -256,8 +256,11 @@ static void t_demo(void **st)
     buf_free(&o.text);
 
     const char *m;
-    assert_null(llm_provider_find("openai:gpt-4.1", &m));
-    assert_string_equal(m, "openai:gpt-4.1");
+    assert_ptr_equal(llm_provider_find("openai:gpt-4.1", &m), &llm_openai_provider);
+    assert_string_equal(m, "gpt-4.1");
+    assert_null(llm_provider_find("nosuch:model", &m)); /* unknown providers are refused */
+    assert_string_equal(m, "nosuch:model");
+    assert_null(llm_provider_find("openai:", &m));
 }
 
 static void t_demo_cancel(void **st)
@@ -267,7 +270,7 @@ static void t_demo_cancel(void **st)
     uv_loop_t loop;
     uv_loop_init(&loop);
     json_t *msgs = json_pack("[{s:s,s:s}]", "role", "user", "content", "slow please");
-    llm_request req = {"demo", msgs, NULL, 50};
+    llm_request req = {.model = "demo", .messages = msgs, .delay_ms = 50};
     llm_call *c = llm_demo_provider.start(&loop, &req, &dcb, &o);
     json_decref(msgs);
     uv_run(&loop, UV_RUN_NOWAIT); /* first delta at most */

@@ -169,7 +169,7 @@ static void t_body(void **st)
         "tool", "tool_call_id", "call_1", "content", "sunny");
     json_t *tools = json_pack("[{s:s,s:s,s:{s:s}}]", "name", "get_weather", "description", "d",
                               "parameters", "type", "object");
-    llm_request req = {"gpt-4.1-mini", msgs, tools, 0};
+    llm_request req = {.model = "gpt-4.1-mini", .messages = msgs, .tools = tools};
     char *body = oai_chat_body(&req, "get_weather");
     assert_non_null(body);
     json_t *b = json_loads(body, 0, NULL);
@@ -196,7 +196,7 @@ static void t_body(void **st)
     free(body);
     /* a malformed message list is refused */
     json_t *badm = json_pack("[{s:s,s:i}]", "role", "user", "content", 5);
-    llm_request bad = {"m", badm, NULL, 0};
+    llm_request bad = {.model = "m", .messages = badm};
     assert_null(oai_chat_body(&bad, NULL));
     json_decref(badm);
     json_decref(msgs);

@@ -1,0 +1,155 @@
+"""openai:MODEL agents against a mock Chat Completions upstream (tests/fixtures/mock_llm.py):
+text streaming, upstream errors before and after the first delta, an unreachable upstream,
+cancellation reaching the upstream, keys kept out of logs and errors."""
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import RawStream, chatkitd_bin, free_port, msg_input
+from shapes import expect_seq, token
+
+MOCK = Path(__file__).resolve().parent.parent / "fixtures" / "mock_llm.py"
+KEY = "sk-test-SECRET-0123456789"
+REPLY = r"progress added:assistant_message part.added( delta)+ part.done done:assistant_message"
+
+
+@pytest.fixture(scope="module")
+def mock():
+    p = subprocess.Popen(["/usr/bin/python3", str(MOCK)], stdout=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL)
+    try:
+        port = int(p.stdout.readline())
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+
+
+def mock_get(mock, path):
+    with urllib.request.urlopen(mock + path, timeout=5) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture
+def oai(server_factory, mock):
+    """A server whose tenant's agent is openai:gpt-test, talking to the mock."""
+    mock_get(mock, "/_reset")
+    s = server_factory(env={"OPENAI_BASE_URL": mock + "/v1", "OPENAI_API_KEY": KEY,
+                            "CHATKIT_LOG_LEVEL": "debug"})
+    acct = s.new_account()
+    ag = s.cli("agent", "create", "--account", acct, "--name", "oai", "--model", "openai:gpt-test",
+               "--instructions", "Be brief.")
+    t = s.new_user(acct, ag["id"])
+    return s, s.client(t)
+
+
+def text_of(events):
+    return "".join(e["update"]["delta"] for e in events if token(e) == "delta")
+
+
+def error_of(events):
+    errs = [e for e in events if e["type"] == "error"]
+    assert len(errs) == 1, [e["type"] for e in events]
+    return errs[0]
+
+
+def test_text_turn(oai, mock):
+    s, c = oai
+    tid, ev = c.create_thread("hello mock")
+    expect_seq(ev, r"thread.created done:user_message stream_options " + REPLY + r" thread.updated")
+    assert text_of(ev) == "Mock reply to: hello mock"
+    done = [e for e in ev if e["type"] == "thread.item.done"][-1]["item"]
+    assert done["content"][0]["text"] == "Mock reply to: hello mock"
+    # what the upstream received
+    reqs = mock_get(mock, "/_requests")
+    assert len(reqs) == 1
+    r = reqs[0]
+    assert r["path"] == "/v1/chat/completions"
+    assert r["body"]["model"] == "gpt-test" and r["body"]["stream"] is True
+    assert r["body"]["stream_options"] == {"include_usage": True}
+    assert r["body"]["messages"] == [{"role": "system", "content": "Be brief."},
+                                     {"role": "user", "content": "hello mock"}]
+    assert r["authorization"].startswith("Bearer s")
+    assert "text/event-stream" in r["accept"]
+    # stored, and a second turn works on the same thread
+    assert [i["type"] for i in c.all_items(tid)] == ["user_message", "assistant_message"]
+    ev = c.send(tid, "again")
+    expect_seq(ev, r"done:user_message stream_options " + REPLY)
+
+
+@pytest.mark.parametrize("text,status,retry", [("rate limit please", "429", True),
+                                               ("boom", "500", True),
+                                               ("bad key", "401", False)])
+def test_http_errors_before_the_stream(oai, text, status, retry):
+    s, c = oai
+    tid, ev = c.create_thread(text)
+    expect_seq(ev, r"thread.created done:user_message stream_options progress error thread.updated")
+    e = error_of(ev)
+    assert e["code"] == "custom" and status in e["message"] and e["allow_retry"] is retry, e
+    assert KEY not in e["message"]
+    assert [i["type"] for i in c.all_items(tid)] == ["user_message"]
+
+
+@pytest.mark.parametrize("text", ["cut off now", "mid error now"])
+def test_failure_after_text_keeps_it(oai, text):
+    s, c = oai
+    tid, ev = c.create_thread(text)
+    e = error_of(ev)
+    assert e["code"] == "custom"
+    items = c.all_items(tid)
+    assert [i["type"] for i in items] == ["user_message", "assistant_message"]
+    assert items[1]["content"][0]["text"] == text_of(ev) != ""
+
+
+def test_garbage_stream(oai):
+    s, c = oai
+    tid, ev = c.create_thread("garbage please")
+    assert "malformed" in error_of(ev)["message"]
+    assert s.alive()
+
+
+def test_unreachable_upstream(server_factory):
+    s = server_factory(env={"OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
+                            "OPENAI_API_KEY": KEY})
+    acct = s.new_account()
+    ag = s.cli("agent", "create", "--account", acct, "--name", "oai", "--model", "openai:x")
+    c = s.client(s.new_user(acct, ag["id"]))
+    tid, ev = c.create_thread("hello")
+    e = error_of(ev)
+    assert "could not be reached" in e["message"] and e["allow_retry"] is True
+
+
+def test_cancel_aborts_upstream(oai, mock):
+    s, c = oai
+    tid, _ = c.create_thread("hello")
+    rs = RawStream(s, c.tenant, "threads.add_user_message",
+                   {"thread_id": tid, "input": msg_input("slow please")})
+    try:
+        rs.wait_for(lambda evs: sum(1 for e in evs if token(e) == "delta") >= 1, "a text delta")
+    finally:
+        rs.close()
+    deadline = time.monotonic() + 5
+    while mock_get(mock, "/_disconnects")["count"] < 1:
+        assert time.monotonic() < deadline, "the upstream request was not aborted"
+        time.sleep(0.05)
+    deadline = time.monotonic() + 5
+    while len(c.all_items(tid)) < 4:  # the partial answer is kept (hidden note not listed)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert c.all_items(tid)[3]["type"] == "assistant_message"
+
+
+def test_key_not_in_logs_or_config(oai):
+    s, c = oai
+    c.create_thread("bad key")
+    c.create_thread("hello")
+    assert KEY not in s.log_tail(max_bytes=10 ** 7)
+    out = subprocess.run([chatkitd_bin(), "config"],
+                         env={"OPENAI_API_KEY": KEY, "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0 and KEY not in out.stdout and '"OPENAI_API_KEY": "***"' in out.stdout
