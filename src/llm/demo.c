@@ -61,7 +61,7 @@ static void tick(uv_timer_t *t)
         llm_callbacks cb = c->cb;
         void *ud = c->ud;
         finish(c);
-        cb.on_error(ud, "The demo model failed as asked (the message contained \"fail\").", 1);
+        cb.on_error(ud, "The demo model failed as asked (the message contained \"fail\").", 1, 0);
         return;
     }
     if (c->tool) {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "util/log.h"
 
@@ -253,6 +254,7 @@ struct llm_call {
     ssep sse;
     oai_dec dec;
     long status;
+    unsigned retry_after_ms;
     buf errbody;        /* a non-200 answer's body, capped */
     int dec_rc;         /* < 0: the decoder failed */
     const char *err;
@@ -273,7 +275,28 @@ static void call_free(llm_call *c)
 static void report_error(llm_call *c, const char *msg, int retryable)
 {
     c->dead = 1;
-    c->cb.on_error(c->ud, msg, retryable);
+    c->cb.on_error(c->ud, msg, retryable, c->retry_after_ms);
+}
+
+/* Retry-After: delay-seconds or an HTTP date (RFC 9110 §10.2.3); capped at a day. */
+static unsigned parse_retry_after(const char *v)
+{
+    if (!v)
+        return 0;
+    while (*v == ' ')
+        v++;
+    char *end;
+    unsigned long s = strtoul(v, &end, 10);
+    if (end != v && (*end == 0 || *end == ' ' || *end == '\r'))
+        return s > 86400 ? 86400000u : (unsigned)s * 1000u;
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    if (!strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm))
+        return 0;
+    time_t at = timegm(&tm), now = time(NULL);
+    if (at <= now)
+        return 0;
+    return at - now > 86400 ? 86400000u : (unsigned)(at - now) * 1000u;
 }
 
 static int on_sse_event(void *ud, const char *event, size_t elen, const char *data, size_t dlen,
@@ -296,8 +319,9 @@ static int on_sse_event(void *ud, const char *event, size_t elen, const char *da
 static int f_head(void *ud, long status, const char *ctype, const char *retry_after)
 {
     (void)ctype;
-    (void)retry_after;
-    ((llm_call *)ud)->status = status;
+    llm_call *c = ud;
+    c->status = status;
+    c->retry_after_ms = parse_retry_after(retry_after);
     return 0;
 }
 

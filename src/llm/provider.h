@@ -27,8 +27,10 @@ typedef struct llm_callbacks {
      * follow) until on_done. */
     void (*on_tool_call)(void *ud, const char *id, const char *name, const char *arguments);
     void (*on_done)(void *ud, const llm_usage *usage);
-    /* retryable: a transient upstream failure (429, 5xx, timeout). message is safe to show. */
-    void (*on_error)(void *ud, const char *message, int retryable);
+    /* retryable: a transient upstream failure (429, 5xx, timeout, unreachable); retry_after_ms:
+     * what the upstream asked for (Retry-After), 0 when it did not say. message is safe to
+     * show (never a key). */
+    void (*on_error)(void *ud, const char *message, int retryable, unsigned retry_after_ms);
 } llm_callbacks;
 
 typedef struct llm_request {

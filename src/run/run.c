@@ -18,12 +18,33 @@ struct run {
     char *title_text;
     int in_cb; /* inside a provider callback: defer the free */
     int dead;  /* cancelled or finished */
+    /* what a retry sends again */
+    const char *model;  /* inside the stream's agent */
+    json_t *messages;
+    unsigned attempt;   /* retries made so far */
+    int output;         /* this attempt produced text or items: a failure is not retried */
+    uv_timer_t *retry;  /* the backoff wait, while one runs */
 };
+
+#define RETRY_MAX_MS 30000 /* a longer Retry-After is not waited for: the user decides */
 
 #define TITLE_MAX 60
 
+static void on_retry_closed(uv_handle_t *h) { free(h); }
+
+static void stop_retry(run *r)
+{
+    if (r->retry) {
+        uv_timer_stop(r->retry);
+        uv_close((uv_handle_t *)r->retry, on_retry_closed);
+        r->retry = NULL;
+    }
+}
+
 static void run_free(run *r)
 {
+    stop_retry(r);
+    json_decref(r->messages);
     json_decref(r->item);
     buf_free(&r->text);
     free(r->title_text);
@@ -121,6 +142,7 @@ static void on_text(void *ud, const char *delta, size_t len)
 {
     run *r = ud;
     r->in_cb++;
+    r->output = 1;
     if (!r->item)
         open_message(r);
     buf_append(&r->text, delta, len);
@@ -166,6 +188,7 @@ static void on_tool_call(void *ud, const char *call_id, const char *name, const 
 {
     run *r = ud;
     r->in_cb++;
+    r->output = 1;
     close_message(r);
     json_t *item = NULL;
     if (!strcmp(name, "demo_widget")) {
@@ -216,16 +239,45 @@ static void on_done(void *ud, const llm_usage *u)
     leave(r);
 }
 
-static void on_error(void *ud, const char *message, int retryable)
+static void start_call(run *r);
+
+static void on_retry(uv_timer_t *t)
+{
+    run *r = t->data;
+    stop_retry(r);
+    start_call(r);
+}
+
+static void on_error(void *ud, const char *message, int retryable, unsigned retry_after_ms)
 {
     run *r = ud;
     r->in_cb++;
+    r->call = NULL;
+    const config *cfg = stream_app(r->st)->cfg;
+    /* a transient failure before anything was streamed: wait and ask again */
+    unsigned delay = cfg->llm_retry_base_ms << (r->attempt < 16 ? r->attempt : 16);
+    if (retry_after_ms > delay)
+        delay = retry_after_ms;
+    if (retryable && !r->output && r->attempt < cfg->llm_retries && delay <= RETRY_MAX_MS) {
+        char q[256], text[96];
+        r->attempt++;
+        LOGI(stream_rid(r->st), "model call failed; retrying", "attempt=%u delay_ms=%u err=\"%s\"",
+             r->attempt, delay, log_quote(message, q, sizeof q));
+        snprintf(text, sizeof text, "The model is busy, trying again (%u of %u)...", r->attempt,
+                 cfg->llm_retries);
+        stream_progress(r->st, "reload", text);
+        r->retry = xmalloc(sizeof *r->retry);
+        uv_timer_init(stream_app(r->st)->loop, r->retry);
+        r->retry->data = r;
+        uv_timer_start(r->retry, on_retry, delay, 0);
+        leave(r);
+        return;
+    }
     close_message(r); /* text received so far is kept */
     set_title(r);     /* the title comes from the user's message, which is stored */
     char q[256];
     LOGW(stream_rid(r->st), "model failed", "err=\"%s\"", log_quote(message, q, sizeof q));
     stream_error(r->st, "custom", message, retryable);
-    r->call = NULL;
     end_run(r);
     leave(r);
 }
@@ -264,12 +316,19 @@ void run_start(ck_stream *st, json_t *messages, const char *title_text)
     if (agent->instructions && *agent->instructions)
         json_array_insert_new(
             messages, 0, json_pack("{s:s,s:s}", "role", "system", "content", agent->instructions));
-    const config *cfg = stream_app(st)->cfg;
-    llm_request req = {model, messages, NULL, cfg->demo_delay_ms, cfg->openai_base_url,
-                       cfg->openai_api_key};
+    r->model = model;
+    r->messages = messages; /* kept: a retry sends it again */
     stream_set_run(st, r);
-    r->call = r->prov->start(stream_app(st)->loop, &req, &callbacks, r);
-    json_decref(messages);
+    start_call(r);
+}
+
+static void start_call(run *r)
+{
+    const config *cfg = stream_app(r->st)->cfg;
+    llm_request req = {r->model, r->messages, NULL, cfg->demo_delay_ms, cfg->openai_base_url,
+                       cfg->openai_api_key};
+    r->output = 0;
+    r->call = r->prov->start(stream_app(r->st)->loop, &req, &callbacks, r);
 }
 
 void run_action(ck_stream *st, json_t *action, json_t *widget_item)
@@ -298,6 +357,7 @@ void run_cancel(run *r)
     if (r->dead)
         return;
     r->dead = 1;
+    stop_retry(r);
     if (r->call)
         r->prov->cancel(r->call);
     r->call = NULL;

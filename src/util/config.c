@@ -46,6 +46,8 @@ static const opt opts[] = {
     {"upload-max-bytes", "CHATKIT_UPLOAD_MAX_BYTES", K_SIZE, O(upload_max_bytes), "25MB", 0},
     {"allowed-mime-types", "CHATKIT_ALLOWED_MIME_TYPES", K_STR, O(allowed_mime_types), "", 0},
     {"titles", "CHATKIT_TITLES", K_BOOL, O(title_enabled), "1", 0},
+    {"llm-retries", "CHATKIT_LLM_RETRIES", K_UINT, O(llm_retries), "3", 0},
+    {"llm-retry-base", "CHATKIT_LLM_RETRY_BASE_MS", K_MS, O(llm_retry_base_ms), "500", 0},
     /* no flag for the key: a command line is visible to every user of the machine */
     {NULL, "OPENAI_API_KEY", K_STR, O(openai_api_key), "", 1},
     {"openai-base-url", "OPENAI_BASE_URL", K_STR, O(openai_base_url), "https://api.openai.com/v1", 0},

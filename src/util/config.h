@@ -27,6 +27,8 @@ typedef struct config {
     size_t upload_max_bytes; /* CHATKIT_UPLOAD_MAX_BYTES, 25 MB */
     char *allowed_mime_types; /* CHATKIT_ALLOWED_MIME_TYPES, "" = any */
     int title_enabled;       /* CHATKIT_TITLES, 1 */
+    unsigned llm_retries;    /* CHATKIT_LLM_RETRIES, 3: automatic retries of a failed model call */
+    unsigned llm_retry_base_ms; /* CHATKIT_LLM_RETRY_BASE_MS, 500: first backoff, doubled each time */
     char *openai_api_key;    /* OPENAI_API_KEY (secret: never printed or logged) */
     char *openai_base_url;   /* OPENAI_BASE_URL, "https://api.openai.com/v1" */
 } config;

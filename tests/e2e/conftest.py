@@ -195,7 +195,8 @@ class Server:
         last = ""
         for _attempt in range(3):
             self.port = free_port()
-            env = {"CHATKIT_SSE_HEARTBEAT_MS": "0", "CHATKIT_LOG_LEVEL": "info"}
+            env = {"CHATKIT_SSE_HEARTBEAT_MS": "0", "CHATKIT_LOG_LEVEL": "info",
+                   "CHATKIT_LLM_RETRY_BASE_MS": "20"}
             env.update(self.env)
             log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(

@@ -40,7 +40,7 @@ def oai(server_factory, mock):
     """A server whose tenant's agent is openai:gpt-test, talking to the mock."""
     mock_get(mock, "/_reset")
     s = server_factory(env={"OPENAI_BASE_URL": mock + "/v1", "OPENAI_API_KEY": KEY,
-                            "CHATKIT_LOG_LEVEL": "debug"})
+                            "CHATKIT_LOG_LEVEL": "debug", "CHATKIT_LLM_RETRIES": "0"})
     acct = s.new_account()
     ag = s.cli("agent", "create", "--account", acct, "--name", "oai", "--model", "openai:gpt-test",
                "--instructions", "Be brief.")
@@ -153,3 +153,71 @@ def test_key_not_in_logs_or_config(oai):
                          env={"OPENAI_API_KEY": KEY, "PATH": "/usr/bin:/bin"},
                          capture_output=True, text=True, timeout=10)
     assert out.returncode == 0 and KEY not in out.stdout and '"OPENAI_API_KEY": "***"' in out.stdout
+
+
+# ---- retries --------------------------------------------------------------------------------
+
+@pytest.fixture
+def retrying(server_factory, mock):
+    mock_get(mock, "/_reset")
+    s = server_factory(env={"OPENAI_BASE_URL": mock + "/v1", "OPENAI_API_KEY": KEY,
+                            "CHATKIT_LLM_RETRIES": "2", "CHATKIT_LLM_RETRY_BASE_MS": "50"})
+    acct = s.new_account()
+    ag = s.cli("agent", "create", "--account", acct, "--name", "oai", "--model", "openai:m")
+    return s, s.client(s.new_user(acct, ag["id"]))
+
+
+def test_retry_then_success(retrying, mock):
+    s, c = retrying
+    tid, ev = c.create_thread("flaky upstream")
+    expect_seq(ev, r"thread.created done:user_message stream_options progress progress progress "
+                   + REPLY[len("progress "):] + r" thread.updated")
+    assert [p["icon"] for p in ev.of("progress_update")] == ["sparkle", "reload", "reload"]
+    assert text_of(ev) == "Mock reply to: flaky upstream"
+    assert len(mock_get(mock, "/_requests")) == 3
+
+
+def test_retry_after_is_honoured(retrying, mock):
+    s, c = retrying
+    t0 = time.monotonic()
+    tid, ev = c.create_thread("rate once please")
+    took = time.monotonic() - t0
+    assert text_of(ev) == "Mock reply to: rate once please"
+    assert took >= 0.9, f"Retry-After: 1 was not waited for ({took:.2f} s)"
+    assert len(mock_get(mock, "/_requests")) == 2
+
+
+def test_retries_exhausted(retrying, mock):
+    s, c = retrying
+    tid, ev = c.create_thread("boom")
+    expect_seq(ev, r"thread.created done:user_message stream_options progress progress progress "
+                   r"error thread.updated")
+    e = error_of(ev)
+    assert "500" in e["message"] and e["allow_retry"] is True
+    assert len(mock_get(mock, "/_requests")) == 3  # the call and two retries
+
+
+def test_no_retry_after_text(retrying, mock):
+    s, c = retrying
+    tid, ev = c.create_thread("mid error now")
+    error_of(ev)
+    assert len(mock_get(mock, "/_requests")) == 1  # text went out: the failure is final
+
+
+def test_cancel_during_backoff(server_factory, mock):
+    mock_get(mock, "/_reset")
+    s = server_factory(env={"OPENAI_BASE_URL": mock + "/v1", "CHATKIT_LLM_RETRIES": "3",
+                            "CHATKIT_LLM_RETRY_BASE_MS": "2000"})
+    acct = s.new_account()
+    ag = s.cli("agent", "create", "--account", acct, "--name", "oai", "--model", "openai:m")
+    c = s.client(s.new_user(acct, ag["id"]))
+    tid, _ = c.create_thread("hello")
+    rs = RawStream(s, c.tenant, "threads.add_user_message",
+                   {"thread_id": tid, "input": msg_input("boom")})
+    try:
+        rs.wait_for(lambda evs: any(e.get("icon") == "reload" for e in evs), "a retry notice")
+    finally:
+        rs.close()
+    time.sleep(2.5)  # past the backoff: a cancelled run must not call the upstream again
+    assert len(mock_get(mock, "/_requests")) == 2  # "hello" and the first "boom"
+    assert s.alive()

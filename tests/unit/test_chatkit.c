@@ -201,8 +201,9 @@ static void d_done(void *ud, const llm_usage *u)
     ((demo_out *)ud)->done++;
     assert_true(u->output_tokens > 0);
 }
-static void d_error(void *ud, const char *msg, int retryable)
+static void d_error(void *ud, const char *msg, int retryable, unsigned retry_after_ms)
 {
+    (void)retry_after_ms;
     demo_out *o = ud;
     o->error++;
     o->retryable = retryable;

@@ -29,8 +29,9 @@ static void r_done(void *ud, const llm_usage *u)
     buf_printf(&((rec *)ud)->log, "D:%lld,%lld|", (long long)u->input_tokens,
                (long long)u->output_tokens);
 }
-static void r_err(void *ud, const char *m, int retry)
+static void r_err(void *ud, const char *m, int retry, unsigned after)
 {
+    (void)after;
     (void)ud;
     (void)m;
     (void)retry;
