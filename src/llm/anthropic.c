@@ -93,8 +93,8 @@ static int add_message(json_t *msgs, buf *sys, json_t *m)
         if (!id || !json_is_string(content))
             return -EINVAL;
         add_blocks(msgs, "user",
-                   json_pack("[{s:s,s:s,s:O}]", "type", "tool_result", "tool_use_id", id,
-                             "content", content));
+                   json_pack("[{s:s,s:s,s:O}]", "type", "tool_result", "tool_use_id", id, "content",
+                             content));
         return 0;
     }
     if (!strcmp(role, "system")) {
@@ -105,7 +105,7 @@ static int add_message(json_t *msgs, buf *sys, json_t *m)
         if (sys->len && buf_puts(sys, "\n\n"))
             return -EINVAL;
         return buf_append(sys, json_string_value(content), json_string_length(content)) ? -EINVAL
-                                                                                          : 0;
+                                                                                        : 0;
     }
     if (strcmp(role, "user") && strcmp(role, "assistant"))
         return -EINVAL;
@@ -395,8 +395,7 @@ int ant_dec_end(ant_dec *d, const char **err)
         char id[32];
         if (!c->id)
             snprintf(id, sizeof id, "toolu_%lld", c->index);
-        d->cb->on_tool_call(d->ud, c->id ? c->id : id, c->name,
-                            c->args.len ? c->args.data : "{}");
+        d->cb->on_tool_call(d->ud, c->id ? c->id : id, c->name, c->args.len ? c->args.data : "{}");
     }
     d->cb->on_done(d->ud, &d->usage);
     return 0;

@@ -12,10 +12,10 @@
 #include "llm/provider.h"
 #include "util/buf.h"
 
-#define ANT_MAX_TOOL_CALLS  64          /* tool_use blocks in one answer */
-#define ANT_MAX_ARGS        (1u << 20)  /* one call's input JSON, bytes */
-#define ANT_MAX_SYSTEM      (1u << 22)  /* the joined system prompt, bytes */
-#define ANT_DEFAULT_MAX_TOK 4096        /* max_tokens when 0 is passed (the API requires one) */
+#define ANT_MAX_TOOL_CALLS  64         /* tool_use blocks in one answer */
+#define ANT_MAX_ARGS        (1u << 20) /* one call's input JSON, bytes */
+#define ANT_MAX_SYSTEM      (1u << 22) /* the joined system prompt, bytes */
+#define ANT_DEFAULT_MAX_TOK 4096       /* max_tokens when 0 is passed (the API requires one) */
 
 /* The request body (stream: true) as compact JSON; caller frees. tool_choice: NULL, or a tool
  * name the model must call. max_tokens: 0 = ANT_DEFAULT_MAX_TOK. Returns NULL on a malformed
@@ -26,8 +26,8 @@ typedef struct ant_call {
     long long index; /* the content block's index */
     char *id;
     char *name;
-    buf args;        /* the joined partial_json */
-    int preset;      /* args came whole from content_block_start: a delta replaces them */
+    buf args;   /* the joined partial_json */
+    int preset; /* args came whole from content_block_start: a delta replaces them */
 } ant_call;
 
 /* Decoder of one streamed answer. Feed it every SSE event in order. */
@@ -35,11 +35,11 @@ typedef struct ant_dec {
     const llm_callbacks *cb;
     void *ud;
     ant_call calls[ANT_MAX_TOOL_CALLS];
-    int ncalls;            /* tool_use blocks seen */
+    int ncalls; /* tool_use blocks seen */
     llm_usage usage;
-    char stop[32];         /* stop_reason, "" until seen */
-    int text_seen;         /* a text delta went out (a failure after it is not retryable) */
-    int done;              /* message_stop seen */
+    char stop[32]; /* stop_reason, "" until seen */
+    int text_seen; /* a text delta went out (a failure after it is not retryable) */
+    int done;      /* message_stop seen */
 } ant_dec;
 
 void ant_dec_init(ant_dec *d, const llm_callbacks *cb, void *ud);

@@ -64,9 +64,8 @@ static int add_message(json_t *in, buf *instr, json_t *m)
         const char *args = json_string_value(json_object_get(c, "arguments"));
         if (!id || !name)
             return -EINVAL;
-        json_array_append_new(in, json_pack("{s:s,s:s,s:s,s:s}", "type", "function_call",
-                                            "call_id", id, "name", name, "arguments",
-                                            args ? args : "{}"));
+        json_array_append_new(in, json_pack("{s:s,s:s,s:s,s:s}", "type", "function_call", "call_id",
+                                            id, "name", name, "arguments", args ? args : "{}"));
     }
     return 0;
 }
@@ -87,9 +86,8 @@ static json_t *flat_tools(json_t *tools)
             return NULL;
         }
         json_array_append_new(
-            out, json_pack("{s:s,s:O,s:o,s:o,s:b}", "type", "function", "name", name,
-                           "description", json_is_string(desc) ? json_incref(desc) : json_string(""),
-                           "parameters",
+            out, json_pack("{s:s,s:O,s:o,s:o,s:b}", "type", "function", "name", name, "description",
+                           json_is_string(desc) ? json_incref(desc) : json_string(""), "parameters",
                            json_is_object(params) ? json_incref(params)
                                                   : json_pack("{s:s}", "type", "object"),
                            "strict", 0));
@@ -176,9 +174,9 @@ static int upstream_error(const char *msg, char *errbuf, size_t errlen, const ch
     return -EIO;
 }
 
-/* The call slot an event is about: its output_index, else the started call with its item_id,
- * else (servers that send neither) a new slot when fresh, the call started last otherwise.
- * -1: none; -ERANGE: past the cap. */
+/* The call slot an event is about: its output_index, else the started call with its item_id
+ * or call_id, else (servers that send none of them) a new slot when fresh, the call started
+ * last otherwise. -1: none; -ERANGE: past the cap. */
 static int slot_of(rsp_dec *d, json_t *ev, int fresh)
 {
     json_t *ix = json_object_get(ev, "output_index");
@@ -186,12 +184,17 @@ static int slot_of(rsp_dec *d, json_t *ev, int fresh)
         long long k = json_integer_value(ix);
         return k < 0 || k >= RSP_MAX_TOOL_CALLS ? -ERANGE : (int)k;
     }
+    json_t *item = json_object_get(ev, "item");
     const char *iid = json_string_value(json_object_get(ev, "item_id"));
     if (!iid)
-        iid = json_string_value(json_object_get(json_object_get(ev, "item"), "id"));
-    for (int i = 0; iid && i < d->ncalls; i++)
-        if (d->calls[i].item_id && !strcmp(d->calls[i].item_id, iid))
+        iid = json_string_value(json_object_get(item, "id"));
+    const char *cid = json_string_value(json_object_get(item, "call_id"));
+    for (int i = 0; i < d->ncalls; i++) {
+        rsp_call *c = &d->calls[i];
+        if ((iid && c->item_id && !strcmp(c->item_id, iid)) ||
+            (cid && c->id && !strcmp(c->id, cid)))
             return i;
+    }
     return fresh ? d->ncalls : d->last;
 }
 
@@ -252,6 +255,7 @@ static int finish(rsp_dec *d, json_t *resp, const char **err)
         d->usage.input_tokens = json_integer_value(json_object_get(usage, "input_tokens"));
         d->usage.output_tokens = json_integer_value(json_object_get(usage, "output_tokens"));
     }
+    int want_text = !d->text_seen;
     size_t i;
     json_t *item;
     json_array_foreach(json_object_get(resp, "output"), i, item)
@@ -263,7 +267,7 @@ static int finish(rsp_dec *d, json_t *resp, const char **err)
             int rc = take_item(d, i < RSP_MAX_TOOL_CALLS ? (int)i : -1, item, err);
             if (rc)
                 return rc;
-        } else if (!strcmp(t, "message") && !d->text_seen) {
+        } else if (!strcmp(t, "message") && want_text) {
             size_t k;
             json_t *part;
             json_array_foreach(json_object_get(item, "content"), k, part)
@@ -271,8 +275,10 @@ static int finish(rsp_dec *d, json_t *resp, const char **err)
                 const char *pt = json_string_value(json_object_get(part, "type"));
                 json_t *text = json_object_get(part, "text");
                 if (pt && !strcmp(pt, "output_text") && json_is_string(text) &&
-                    json_string_length(text))
+                    json_string_length(text)) {
+                    d->text_seen = 1;
                     d->cb->on_text(d->ud, json_string_value(text), json_string_length(text));
+                }
             }
         }
     }
@@ -295,8 +301,10 @@ static int dispatch(rsp_dec *d, const char *type, json_t *ev, char *errbuf, size
         json_t *item = json_object_get(ev, "item");
         if (!is_function_call(item))
             return 0;
-        return take_item(d, slot_of(d, ev, !strcmp(type, "response.output_item.added")), item,
-                         err);
+        /* without output_index: "added" starts a call, so does a "done" for an unknown id */
+        int fresh = !strcmp(type, "response.output_item.added") || d->last < 0 ||
+                    json_object_get(item, "call_id") || json_object_get(item, "id");
+        return take_item(d, slot_of(d, ev, fresh), item, err);
     }
     if (!strcmp(type, "response.function_call_arguments.delta") ||
         !strcmp(type, "response.function_call_arguments.done")) {
@@ -308,16 +316,15 @@ static int dispatch(rsp_dec *d, const char *type, json_t *ev, char *errbuf, size
             return 0; /* arguments of no call we know of */
         if (k >= d->ncalls)
             d->ncalls = k + 1;
-        return set_args(&d->calls[k], json_object_get(ev, done ? "arguments" : "delta"), done,
-                        err);
+        return set_args(&d->calls[k], json_object_get(ev, done ? "arguments" : "delta"), done, err);
     }
     if (!strcmp(type, "response.completed"))
         return finish(d, json_object_get(ev, "response"), err);
     if (!strcmp(type, "response.incomplete")) {
         /* max_output_tokens and the like: the text so far is the answer */
         json_t *resp = json_object_get(ev, "response");
-        const char *why =
-            json_string_value(json_object_get(json_object_get(resp, "incomplete_details"), "reason"));
+        const char *why = json_string_value(
+            json_object_get(json_object_get(resp, "incomplete_details"), "reason"));
         snprintf(d->incomplete, sizeof d->incomplete, "%s", why ? why : "unknown");
         return finish(d, resp, err);
     }
@@ -375,8 +382,7 @@ int rsp_dec_end(rsp_dec *d, const char **err)
         char id[32];
         if (!c->id)
             snprintf(id, sizeof id, "call_%d", i);
-        d->cb->on_tool_call(d->ud, c->id ? c->id : id, c->name,
-                            c->args.len ? c->args.data : "{}");
+        d->cb->on_tool_call(d->ud, c->id ? c->id : id, c->name, c->args.len ? c->args.data : "{}");
     }
     d->cb->on_done(d->ud, &d->usage);
     return 0;

@@ -11,8 +11,8 @@
 #include "llm/provider.h"
 #include "util/buf.h"
 
-#define RSP_MAX_TOOL_CALLS 64   /* output_index range of the calls in one answer */
-#define RSP_MAX_ARGS (1u << 20) /* one call's arguments, bytes */
+#define RSP_MAX_TOOL_CALLS 64         /* output_index range of the calls in one answer */
+#define RSP_MAX_ARGS       (1u << 20) /* one call's arguments, bytes */
 
 /* The request body (stream: true; system messages joined into "instructions") as compact
  * JSON; caller frees. tool_choice: NULL, or a tool name the model must call. Returns NULL on a
@@ -31,13 +31,13 @@ typedef struct rsp_dec {
     const llm_callbacks *cb;
     void *ud;
     rsp_call calls[RSP_MAX_TOOL_CALLS];
-    int ncalls;            /* highest output_index seen + 1 */
-    int last;              /* the call started last, -1 before any */
+    int ncalls; /* highest output_index seen + 1 */
+    int last;   /* the call started last, -1 before any */
     llm_usage usage;
-    char incomplete[32];   /* response.incomplete's reason ("max_output_tokens"…), "" if none */
-    int text_seen;         /* a text delta went out (a failure after it is not retryable) */
-    int refusal_seen;      /* the model refused (refusal deltas are not shown as text) */
-    int done;              /* a terminal event (completed or incomplete) was seen */
+    char incomplete[32]; /* response.incomplete's reason ("max_output_tokens"…), "" if none */
+    int text_seen;       /* a text delta went out (a failure after it is not retryable) */
+    int refusal_seen;    /* the model refused (refusal deltas are not shown as text) */
+    int done;            /* a terminal event (completed or incomplete) was seen */
 } rsp_dec;
 
 void rsp_dec_init(rsp_dec *d, const llm_callbacks *cb, void *ud);
