@@ -10,35 +10,7 @@
 
 #include "llm/responses.h"
 
-typedef struct rec {
-    buf log; /* "T:<text>|C:<id>,<name>,<args>|D:<in>,<out>|" */
-} rec;
-
-static void r_text(void *ud, const char *d, size_t n)
-{
-    rec *r = ud;
-    buf_puts(&r->log, "T:");
-    buf_append(&r->log, d, n);
-    buf_putc(&r->log, '|');
-}
-static void r_tool(void *ud, const char *id, const char *name, const char *args)
-{
-    buf_printf(&((rec *)ud)->log, "C:%s,%s,%s|", id, name, args);
-}
-static void r_done(void *ud, const llm_usage *u)
-{
-    buf_printf(&((rec *)ud)->log, "D:%lld,%lld|", (long long)u->input_tokens,
-               (long long)u->output_tokens);
-}
-static void r_err(void *ud, const char *m, int retry, unsigned after)
-{
-    (void)after;
-    (void)ud;
-    (void)m;
-    (void)retry;
-    fail_msg("on_error is the provider's business, not the decoder's");
-}
-static const llm_callbacks rcb = {r_text, r_tool, r_done, r_err};
+#include "llm_rec.h"
 
 typedef struct sse_ev {
     const char *event; /* NULL: no event: line */
