@@ -57,6 +57,7 @@ struct ck_call {
     buf out;                 /* JSON reply or the event(s) to stream first */
     store_thread thread;
     json_t *result;          /* item produced by the job (loop takes it after done) */
+    json_t *history;         /* the model's input, built from the thread by the job */
     int64_t last_us;
     int not_widget;
     int is_upload;
@@ -87,6 +88,7 @@ static void call_free(ck_call *c)
     json_decref(c->in);
     json_decref(c->attachment_ids);
     json_decref(c->result);
+    json_decref(c->history);
     free(c->text);
     buf_free(&c->out);
     store_thread_clear(&c->thread);
@@ -376,6 +378,140 @@ static int item_json_to_store(ck_call *c, json_t *item, store_item *it)
     return it->json ? 0 : STORE_EIO;
 }
 
+/* ---- the model's input from the thread ----
+ * The newest HISTORY_ITEMS items, oldest first, in provider.h's neutral shape. Hidden items
+ * (cancel notes, context) are the model's too; what only the UI needs (tasks, workflows,
+ * images) is left out. Loaded in the request's own store job, after its writes. */
+#define HISTORY_ITEMS 60
+
+static char *join_text(json_t *content, const char *key)
+{
+    buf b = BUF_INIT(0);
+    size_t i;
+    json_t *part;
+    json_array_foreach(content, i, part)
+    {
+        const char *t = json_string_value(json_object_get(part, key));
+        if (!t)
+            continue;
+        if (b.len)
+            buf_putc(&b, '\n');
+        buf_puts(&b, t);
+    }
+    return buf_steal(&b, NULL);
+}
+
+static void append_msg(json_t *msgs, const char *role, const char *content)
+{
+    json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", role, "content", content));
+}
+
+static void history_append(json_t *msgs, json_t *it)
+{
+    const char *type = json_string_value(json_object_get(it, "type")) ?: "";
+    buf b = BUF_INIT(0);
+    if (!strcmp(type, "user_message")) {
+        const char *q = json_string_value(json_object_get(it, "quoted_text"));
+        if (q && *q) {
+            buf_puts(&b, "> ");
+            buf_puts(&b, q);
+            buf_puts(&b, "\n\n");
+        }
+        char *t = join_text(json_object_get(it, "content"), "text");
+        buf_puts(&b, t);
+        free(t);
+        size_t i;
+        json_t *a;
+        json_array_foreach(json_object_get(it, "attachments"), i, a)
+        {
+            buf_printf(&b, "\n[attachment: %.255s (%.127s)]",
+                       json_string_value(json_object_get(a, "name")) ?: "?",
+                       json_string_value(json_object_get(a, "mime_type")) ?: "?");
+        }
+        append_msg(msgs, "user", b.data ? b.data : "");
+    } else if (!strcmp(type, "assistant_message")) {
+        char *t = join_text(json_object_get(it, "content"), "text");
+        append_msg(msgs, "assistant", t);
+        free(t);
+    } else if (!strcmp(type, "widget")) {
+        const char *copy = json_string_value(json_object_get(it, "copy_text"));
+        append_msg(msgs, "assistant", copy ? copy : "[a widget was shown]");
+    } else if (!strcmp(type, "client_tool_call")) {
+        const char *call_id = json_string_value(json_object_get(it, "call_id")) ?: "call";
+        const char *name = json_string_value(json_object_get(it, "name")) ?: "";
+        char *args = json_dumps(json_object_get(it, "arguments"), JSON_COMPACT | JSON_ENCODE_ANY);
+        json_array_append_new(msgs, json_pack("{s:s,s:[{s:s,s:s,s:s}]}", "role", "assistant",
+                                              "tool_calls", "id", call_id, "name", name,
+                                              "arguments", args ? args : "{}"));
+        free(args);
+        json_t *out = json_object_get(it, "output");
+        const char *status = json_string_value(json_object_get(it, "status")) ?: "";
+        char *o = out ? json_dumps(out, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        /* every call needs its result for the providers: a pending one says so */
+        json_array_append_new(msgs, json_pack("{s:s,s:s,s:s}", "role", "tool", "tool_call_id",
+                                              call_id, "content",
+                                              !strcmp(status, "completed") && o
+                                                  ? o
+                                                  : "(no output: the client did not answer)"));
+        free(o);
+    } else if (!strcmp(type, "structured_input")) {
+        const char *status = json_string_value(json_object_get(it, "status")) ?: "pending";
+        int pending = !strcmp(status, "pending");
+        buf_puts(&b, pending ? "[questions asked, not answered yet]" : "Answers to the questions:");
+        size_t i, k;
+        json_t *q, *v;
+        json_array_foreach(json_object_get(it, "inputs"), i, q)
+        {
+            buf_puts(&b, "\n- ");
+            buf_puts(&b, json_string_value(json_object_get(q, "question")) ?: "?");
+            json_t *ans = json_object_get(q, "answer");
+            if (json_is_true(json_object_get(ans, "skipped")))
+                buf_puts(&b, ": (skipped)");
+            json_array_foreach(json_object_get(ans, "values"), k, v)
+            {
+                buf_puts(&b, k ? ", " : ": ");
+                buf_puts(&b, json_string_value(v) ?: "");
+            }
+        }
+        append_msg(msgs, pending ? "assistant" : "user", b.data);
+    } else if (CK_HIDDEN_TYPE(type)) {
+        json_t *content = json_object_get(it, "content");
+        char *t = json_is_string(content) ? NULL
+                                          : json_dumps(content, JSON_COMPACT | JSON_ENCODE_ANY);
+        append_msg(msgs, "user", t ? t : json_string_value(content) ?: "");
+        free(t);
+    }
+    buf_free(&b);
+}
+
+static int load_history(store_conn *db, ck_call *c)
+{
+    store_item_page p = {0};
+    store_page_req pr = {HISTORY_ITEMS, 1, NULL};
+    int rc = store_items_list(db, &c->scope, c->thread_id, &pr, &p);
+    if (rc)
+        return rc;
+    json_t *msgs = json_array();
+    for (size_t i = p.n; i-- > 0;) {
+        json_t *it = ck_item_parse(&p.items[i]);
+        if (it)
+            history_append(msgs, it);
+        json_decref(it);
+    }
+    store_item_page_clear(&p);
+    json_decref(c->history);
+    c->history = msgs;
+    return 0;
+}
+
+/* The job's history for the run (the call gives it up). */
+static json_t *take_history(ck_call *c)
+{
+    json_t *h = c->history ? c->history : json_array();
+    c->history = NULL;
+    return h;
+}
+
 /* Writes the user message of c->in (with its attachments) into c->thread; leaves the
  * thread.item.done event in c->out. Reference §9 step 3 and §11.2. */
 static int add_user_message(store_conn *db, ck_call *c)
@@ -467,11 +603,6 @@ static void emit_stream_options(ck_stream *st)
     stream_emit_raw(st, stream_options_ev, sizeof stream_options_ev - 1);
 }
 
-static json_t *user_turn(const char *text)
-{
-    return json_pack("[{s:s,s:s}]", "role", "user", "content", text ? text : "");
-}
-
 /* Reserve the thread for this request's run: one run per thread. */
 static int reserve_thread(ck_call *c)
 {
@@ -543,7 +674,9 @@ static int work_create(store_conn *db, ck_call *c)
     t->metadata_json = xstrdup("{}");
     t->created_us = next_us(c);
     int rc = store_thread_insert(db, &c->scope, t);
-    return rc ? rc : add_user_message(db, c);
+    if (!rc)
+        rc = add_user_message(db, c);
+    return rc ? rc : load_history(db, c);
 }
 
 static void done_create(ck_call *c)
@@ -558,7 +691,7 @@ static void done_create(ck_call *c)
     buf_free(&ev);
     stream_emit_raw(st, c->out.data, c->out.len);
     emit_stream_options(st);
-    run_start(st, user_turn(c->text), c->text);
+    run_start(st, take_history(c), c->text);
     call_free(c);
 }
 
@@ -566,7 +699,9 @@ static void done_create(ck_call *c)
 static int work_add_message(store_conn *db, ck_call *c)
 {
     int rc = load_thread(db, c);
-    return rc ? rc : add_user_message(db, c);
+    if (!rc)
+        rc = add_user_message(db, c);
+    return rc ? rc : load_history(db, c);
 }
 
 static void done_add_message(ck_call *c)
@@ -575,7 +710,7 @@ static void done_add_message(ck_call *c)
     ck_stream *st = open_stream(c);
     stream_emit_raw(st, c->out.data, c->out.len);
     emit_stream_options(st);
-    run_start(st, user_turn(c->text), c->text);
+    run_start(st, take_history(c), c->text);
     call_free(c);
 }
 
@@ -618,7 +753,7 @@ static int work_tool_output(store_conn *db, ck_call *c)
         json_decref(it);
     }
     store_item_page_clear(&p);
-    return rc;
+    return rc ? rc : load_history(db, c);
 }
 
 static void done_tool_output(ck_call *c)
@@ -626,12 +761,7 @@ static void done_tool_output(ck_call *c)
     release_thread(c);
     ck_stream *st = open_stream(c);
     emit_stream_options(st);
-    char *out = json_dumps(json_object_get(c->in, "result"), JSON_COMPACT | JSON_ENCODE_ANY);
-    json_t *msgs = json_pack("[{s:s,s:s,s:s}]", "role", "tool", "tool_call_id",
-                             json_string_value(json_object_get(c->result, "call_id")) ?: "",
-                             "content", out ? out : "null");
-    free(out);
-    run_start(st, msgs, NULL);
+    run_start(st, take_history(c), NULL); /* ends with the call and its output */
     call_free(c);
 }
 
@@ -656,7 +786,6 @@ static int work_structured(store_conn *db, ck_call *c)
     json_t *sub = c->in;
     const char *status = json_string_value(json_object_get(sub, "status")) ?: "answered";
     json_t *answers = json_object_get(sub, "answers");
-    buf summary = BUF_INIT(0);
     size_t i;
     json_t *q;
     json_array_foreach(json_object_get(item, "inputs"), i, q)
@@ -676,14 +805,6 @@ static int work_structured(store_conn *db, ck_call *c)
                     json_array_remove(v, 1);
             ans = json_pack("{s:o,s:b}", "values", v, "skipped", 0);
         }
-        buf_printf(&summary, "%s%s: ", summary.len ? "; " : "", qid);
-        json_t *vv = json_object_get(ans, "values");
-        if (!json_array_size(vv))
-            buf_puts(&summary, "(skipped)");
-        size_t k;
-        json_t *x;
-        json_array_foreach(vv, k, x) buf_printf(&summary, "%s%s", k ? ", " : "",
-                                                json_string_value(x));
         json_object_set_new(q, "answer", ans);
     }
     json_object_set_new(item, "status", json_string(status));
@@ -694,12 +815,10 @@ static int work_structured(store_conn *db, ck_call *c)
         buf_puts(&c->out, "{\"type\":\"thread.item.replaced\",\"item\":");
         buf_puts(&c->out, it.json);
         buf_putc(&c->out, '}');
-        c->text = buf_steal(&summary, NULL);
     }
-    buf_free(&summary);
     json_decref(item);
     store_item_clear(&it);
-    return rc;
+    return rc ? rc : load_history(db, c);
 }
 
 static void done_structured(ck_call *c)
@@ -708,14 +827,7 @@ static void done_structured(ck_call *c)
     ck_stream *st = open_stream(c);
     emit_stream_options(st);
     stream_emit_raw(st, c->out.data, c->out.len);
-    char *text = c->text;
-    buf b = BUF_INIT(0);
-    buf_puts(&b, "structured input answers: ");
-    buf_puts(&b, text);
-    json_t *msgs = json_pack("[{s:s,s:s,s:s}]", "role", "tool", "tool_call_id", c->item_id,
-                             "content", b.data);
-    buf_free(&b);
-    run_start(st, msgs, NULL);
+    run_start(st, take_history(c), NULL); /* ends with the answers */
     call_free(c);
 }
 
@@ -776,7 +888,7 @@ static int work_retry(store_conn *db, ck_call *c)
         int more = p.has_more;
         store_item_page_clear(&p);
         if (rc || !more)
-            return rc;
+            return rc ? rc : load_history(db, c);
     }
 }
 
@@ -785,7 +897,7 @@ static void done_retry(ck_call *c)
     release_thread(c);
     ck_stream *st = open_stream(c);
     emit_stream_options(st);
-    run_start(st, user_turn(c->text), c->text);
+    run_start(st, take_history(c), c->text);
     call_free(c);
 }
 
@@ -807,7 +919,11 @@ static int load_action_item(store_conn *db, ck_call *c)
     return 0;
 }
 
-static int work_action(store_conn *db, ck_call *c) { return load_action_item(db, c); }
+static int work_action(store_conn *db, ck_call *c)
+{
+    int rc = load_action_item(db, c);
+    return rc || c->not_widget ? rc : load_history(db, c);
+}
 
 static void done_action(ck_call *c)
 {
@@ -819,7 +935,7 @@ static void done_action(ck_call *c)
     }
     ck_stream *st = open_stream(c);
     emit_stream_options(st);
-    run_action(st, json_object_get(c->in, "action"), c->result);
+    run_action(st, json_object_get(c->in, "action"), c->result, take_history(c));
     call_free(c);
 }
 

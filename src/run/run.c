@@ -331,7 +331,7 @@ static void start_call(run *r)
     r->call = r->prov->start(stream_app(r->st)->loop, &req, &callbacks, r);
 }
 
-void run_action(ck_stream *st, json_t *action, json_t *widget_item)
+void run_action(ck_stream *st, json_t *action, json_t *widget_item, json_t *history)
 {
     if (widget_item) {
         json_t *copy = json_deep_copy(widget_item);
@@ -344,12 +344,11 @@ void run_action(ck_stream *st, json_t *action, json_t *widget_item)
     }
     char *payload = json_dumps(json_object_get(action, "payload"), JSON_COMPACT | JSON_ENCODE_ANY);
     char text[512];
-    snprintf(text, sizeof text, "the action \"%.64s\" with payload %.300s",
+    snprintf(text, sizeof text, "[The user took the action \"%.64s\" with payload %.300s]",
              json_string_value(json_object_get(action, "type")), payload ? payload : "null");
     free(payload);
-    run_start(
-        st, json_pack("[{s:s,s:s,s:s}]", "role", "tool", "tool_call_id", "action", "content", text),
-        NULL);
+    json_array_append_new(history, json_pack("{s:s,s:s}", "role", "user", "content", text));
+    run_start(st, history, NULL);
 }
 
 void run_cancel(run *r)

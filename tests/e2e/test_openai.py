@@ -80,6 +80,36 @@ def test_text_turn(oai, mock):
     assert [i["type"] for i in c.all_items(tid)] == ["user_message", "assistant_message"]
     ev = c.send(tid, "again")
     expect_seq(ev, r"done:user_message stream_options " + REPLY)
+    # the second turn sends the conversation so far
+    second = mock_get(mock, "/_requests")[1]["body"]["messages"]
+    assert second == [{"role": "system", "content": "Be brief."},
+                      {"role": "user", "content": "hello mock"},
+                      {"role": "assistant", "content": "Mock reply to: hello mock"},
+                      {"role": "user", "content": "again"}]
+
+
+def test_history_includes_cancel_note_and_quotes(oai, mock):
+    s, c = oai
+    tid, _ = c.create_thread("first")
+    rs = RawStream(s, c.tenant, "threads.add_user_message",
+                   {"thread_id": tid, "input": msg_input("slow please")})
+    try:
+        rs.wait_for(lambda evs: sum(1 for e in evs if token(e) == "delta") >= 1, "a text delta")
+    finally:
+        rs.close()
+    deadline = time.monotonic() + 5
+    while len(c.all_items(tid)) < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.2)
+    c.stream("threads.add_user_message",
+             {"thread_id": tid, "input": msg_input("next", quoted_text="quoted bit")})
+    msgs = mock_get(mock, "/_requests")[-1]["body"]["messages"]
+    roles = [m["role"] for m in msgs]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user", "user"], msgs
+    assert msgs[4]["content"].startswith("Mock")  # the partial answer that was kept
+    assert "cancelled" in msgs[5]["content"]             # the hidden note reaches the model
+    assert msgs[6]["content"] == "> quoted bit\n\nnext"
 
 
 @pytest.mark.parametrize("text,status,retry", [("rate limit please", "429", True),
