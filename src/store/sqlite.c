@@ -895,28 +895,35 @@ int store_thread_save(store_conn *c, const store_scope *sc, const store_thread *
     return rc;
 }
 
+/* The statement k, whose parameters are (id, account, user), prepared and bound: the scoped
+ * single-row operations on threads and attachments. */
+static int scoped_id(store_conn *c, int k, const store_scope *sc, const char *id, const char *what,
+                     sqlite3_stmt **st)
+{
+    if (!sc || !id)
+        return invalid(c, what);
+    *st = get(c, k);
+    if (!*st)
+        return STORE_EIO;
+    bind_str(*st, 1, id);
+    bind_scope(*st, 2, sc);
+    return 0;
+}
+
 int store_thread_load(store_conn *c, const store_scope *sc, const char *id, store_thread *out)
 {
     memset(out, 0, sizeof *out);
-    if (!sc || !id)
-        return invalid(c, "thread id");
-    sqlite3_stmt *st = get(c, S_THREAD_LOAD);
-    if (!st)
-        return STORE_EIO;
-    bind_str(st, 1, id);
-    bind_scope(st, 2, sc);
-    return one_row(c, st, rd_thread, out);
+    sqlite3_stmt *st;
+    int rc = scoped_id(c, S_THREAD_LOAD, sc, id, "thread id", &st);
+    return rc ? rc : one_row(c, st, rd_thread, out);
 }
 
 int store_thread_delete(store_conn *c, const store_scope *sc, const char *id)
 {
-    if (!sc || !id)
-        return invalid(c, "thread id");
-    sqlite3_stmt *st = get(c, S_THREAD_DELETE);
-    if (!st)
-        return STORE_EIO;
-    bind_str(st, 1, id);
-    bind_scope(st, 2, sc);
+    sqlite3_stmt *st;
+    int ret = scoped_id(c, S_THREAD_DELETE, sc, id, "thread id", &st);
+    if (ret)
+        return ret;
     /* items and feedback go with it: ON DELETE CASCADE */
     int rc = run(c, st);
     if (rc == 0 && sqlite3_changes(c->db) == 0)
@@ -1149,25 +1156,17 @@ int store_attachment_load(store_conn *c, const store_scope *sc, const char *id,
                           store_attachment *out)
 {
     memset(out, 0, sizeof *out);
-    if (!sc || !id)
-        return invalid(c, "attachment id");
-    sqlite3_stmt *st = get(c, S_ATT_LOAD);
-    if (!st)
-        return STORE_EIO;
-    bind_str(st, 1, id);
-    bind_scope(st, 2, sc);
-    return one_row(c, st, rd_attachment, out);
+    sqlite3_stmt *st;
+    int rc = scoped_id(c, S_ATT_LOAD, sc, id, "attachment id", &st);
+    return rc ? rc : one_row(c, st, rd_attachment, out);
 }
 
 int store_attachment_delete(store_conn *c, const store_scope *sc, const char *id)
 {
-    if (!sc || !id)
-        return invalid(c, "attachment id");
-    sqlite3_stmt *st = get(c, S_ATT_DELETE);
-    if (!st)
-        return STORE_EIO;
-    bind_str(st, 1, id);
-    bind_scope(st, 2, sc);
+    sqlite3_stmt *st;
+    int ret = scoped_id(c, S_ATT_DELETE, sc, id, "attachment id", &st);
+    if (ret)
+        return ret;
     int rc = run(c, st);
     if (rc == 0 && sqlite3_changes(c->db) == 0)
         rc = not_found(c);
