@@ -432,7 +432,13 @@ static llm_call *oai_start(uv_loop_t *loop, const llm_request *req, const llm_ca
                  ctx_error ? ctx_error : "no HTTP client");
         c->err = c->errbuf;
     } else {
-        fetch_opts o = {.url = url, .headers = headers, .body = body, .body_len = strlen(body)};
+        fetch_opts o = {.url = url,
+                        .headers = headers,
+                        .body = body,
+                        .body_len = strlen(body),
+                        .connect_timeout_ms = req->connect_timeout_ms,
+                        .first_byte_timeout_ms = req->first_byte_timeout_ms,
+                        .idle_timeout_ms = req->idle_timeout_ms};
         rc = fetch_start(shared_ctx, &o, &fcb, c, &c->f);
         if (rc)
             c->err = "The model provider request could not be started.";

@@ -40,6 +40,9 @@ typedef struct llm_request {
     unsigned delay_ms;   /* demo only: pause between deltas of a "slow" turn */
     const char *base_url; /* e.g. "https://api.openai.com/v1" (no trailing slash needed) */
     const char *api_key;  /* NULL/"" = send none (local OpenAI-compatible servers) */
+    unsigned connect_timeout_ms;    /* 0 = the HTTP client's default */
+    unsigned first_byte_timeout_ms;
+    unsigned idle_timeout_ms;       /* longest silence inside a streaming answer */
 } llm_request;
 
 typedef struct llm_provider {

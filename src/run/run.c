@@ -325,8 +325,15 @@ void run_start(ck_stream *st, json_t *messages, const char *title_text)
 static void start_call(run *r)
 {
     const config *cfg = stream_app(r->st)->cfg;
-    llm_request req = {r->model, r->messages, NULL, cfg->demo_delay_ms, cfg->openai_base_url,
-                       cfg->openai_api_key};
+    llm_request req = {r->model,
+                       r->messages,
+                       NULL,
+                       cfg->demo_delay_ms,
+                       cfg->openai_base_url,
+                       cfg->openai_api_key,
+                       cfg->llm_connect_timeout_ms,
+                       cfg->llm_first_byte_timeout_ms,
+                       cfg->llm_idle_timeout_ms};
     r->output = 0;
     r->call = r->prov->start(stream_app(r->st)->loop, &req, &callbacks, r);
 }

@@ -48,6 +48,9 @@ static const opt opts[] = {
     {"titles", "CHATKIT_TITLES", K_BOOL, O(title_enabled), "1", 0},
     {"llm-retries", "CHATKIT_LLM_RETRIES", K_UINT, O(llm_retries), "3", 0},
     {"llm-retry-base", "CHATKIT_LLM_RETRY_BASE_MS", K_MS, O(llm_retry_base_ms), "500", 0},
+    {"llm-connect-timeout", "CHATKIT_LLM_CONNECT_TIMEOUT_MS", K_MS, O(llm_connect_timeout_ms), "10000", 0},
+    {"llm-first-byte-timeout", "CHATKIT_LLM_FIRST_BYTE_TIMEOUT_MS", K_MS, O(llm_first_byte_timeout_ms), "60000", 0},
+    {"llm-idle-timeout", "CHATKIT_LLM_IDLE_TIMEOUT_MS", K_MS, O(llm_idle_timeout_ms), "60000", 0},
     /* no flag for the key: a command line is visible to every user of the machine */
     {NULL, "OPENAI_API_KEY", K_STR, O(openai_api_key), "", 1},
     {"openai-base-url", "OPENAI_BASE_URL", K_STR, O(openai_base_url), "https://api.openai.com/v1", 0},

@@ -29,6 +29,9 @@ typedef struct config {
     int title_enabled;       /* CHATKIT_TITLES, 1 */
     unsigned llm_retries;    /* CHATKIT_LLM_RETRIES, 3: automatic retries of a failed model call */
     unsigned llm_retry_base_ms; /* CHATKIT_LLM_RETRY_BASE_MS, 500: first backoff, doubled each time */
+    unsigned llm_connect_timeout_ms;    /* CHATKIT_LLM_CONNECT_TIMEOUT_MS, 10 s */
+    unsigned llm_first_byte_timeout_ms; /* CHATKIT_LLM_FIRST_BYTE_TIMEOUT_MS, 60 s */
+    unsigned llm_idle_timeout_ms;       /* CHATKIT_LLM_IDLE_TIMEOUT_MS, 60 s between reads */
     char *openai_api_key;    /* OPENAI_API_KEY (secret: never printed or logged) */
     char *openai_base_url;   /* OPENAI_BASE_URL, "https://api.openai.com/v1" */
 } config;

@@ -251,3 +251,26 @@ def test_cancel_during_backoff(server_factory, mock):
     time.sleep(2.5)  # past the backoff: a cancelled run must not call the upstream again
     assert len(mock_get(mock, "/_requests")) == 2  # "hello" and the first "boom"
     assert s.alive()
+
+
+def test_timeouts(server_factory, mock):
+    """No first byte: a retryable timeout (retried, then reported); silence after text: the
+    text is kept and the error is final."""
+    mock_get(mock, "/_reset")
+    s = server_factory(env={"OPENAI_BASE_URL": mock + "/v1", "CHATKIT_LLM_RETRIES": "1",
+                            "CHATKIT_LLM_FIRST_BYTE_TIMEOUT_MS": "400",
+                            "CHATKIT_LLM_IDLE_TIMEOUT_MS": "400"})
+    acct = s.new_account()
+    ag = s.cli("agent", "create", "--account", acct, "--name", "oai", "--model", "openai:m")
+    c = s.client(s.new_user(acct, ag["id"]))
+    t0 = time.monotonic()
+    tid, ev = c.create_thread("hang please")
+    e = error_of(ev)
+    assert "could not be reached" in e["message"] and e["allow_retry"] is True, e
+    assert [p["icon"] for p in ev.of("progress_update")] == ["sparkle", "reload"]
+    assert time.monotonic() - t0 < 5
+    tid, ev = c.create_thread("stall please")
+    e = error_of(ev)
+    items = c.all_items(tid)
+    assert [i["type"] for i in items] == ["user_message", "assistant_message"]
+    assert items[1]["content"][0]["text"] == "Before the silence. "
