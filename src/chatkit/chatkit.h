@@ -18,6 +18,7 @@ typedef struct ck_agent {
     char *name;
     char *model;
     char *instructions;
+    json_t *tools;      /* names of the agent's built-in tools (array), NULL when none */
 } ck_agent;
 
 /* What a bearer token resolves to; cached for cfg->auth_cache_ms. */

@@ -74,6 +74,7 @@ static void auth_release(ck_auth *a)
             free(a->agents[i].name);
             free(a->agents[i].model);
             free(a->agents[i].instructions);
+            json_decref(a->agents[i].tools);
         }
         free(a->agents);
         free(a);
@@ -474,6 +475,19 @@ static void history_append(json_t *msgs, json_t *it)
             }
         }
         append_msg(msgs, pending ? "assistant" : "user", b.data);
+    } else if (CK_HIDDEN_TYPE(type) &&
+               json_is_object(json_object_get(json_object_get(it, "content"), "tool_call"))) {
+        /* a tool the run executed: the call and its result, as the providers expect them */
+        json_t *content = json_object_get(it, "content");
+        json_t *call = json_object_get(content, "tool_call");
+        const char *id = json_string_value(json_object_get(call, "id")) ?: "call";
+        json_array_append_new(
+            msgs, json_pack("{s:s,s:[{s:s,s:s,s:s}]}", "role", "assistant", "tool_calls", "id", id,
+                            "name", json_string_value(json_object_get(call, "name")) ?: "",
+                            "arguments", json_string_value(json_object_get(call, "arguments")) ?: "{}"));
+        json_array_append_new(
+            msgs, json_pack("{s:s,s:s,s:s}", "role", "tool", "tool_call_id", id, "content",
+                            json_string_value(json_object_get(content, "tool_result")) ?: ""));
     } else if (CK_HIDDEN_TYPE(type)) {
         json_t *content = json_object_get(it, "content");
         char *t = json_is_string(content) ? NULL
@@ -588,7 +602,7 @@ static const ck_agent *agent_by_id(ck_auth *a, const char *id)
 static ck_stream *open_stream(ck_call *c)
 {
     const ck_agent *agent = agent_by_id(c->auth, c->thread.agent_id);
-    static const ck_agent none = {"", "unknown", "none:unknown", NULL};
+    static const ck_agent none = {"", "unknown", "none:unknown", NULL, NULL};
     ck_stream *st = stream_new(c->app, c->req, &c->scope, &c->thread, agent ? agent : &none,
                                c->last_us > c->thread.last_item_us ? c->last_us
                                                                    : c->thread.last_item_us);
@@ -1413,6 +1427,10 @@ static int work_auth(store_conn *db, ck_call *c)
         a->agents[i].name = xstrdup(agents[i].name);
         a->agents[i].model = xstrdup(agents[i].model ? agents[i].model : "demo");
         a->agents[i].instructions = agents[i].instructions ? xstrdup(agents[i].instructions) : NULL;
+        json_t *cfg = json_loads(agents[i].config_json ? agents[i].config_json : "{}", 0, NULL);
+        json_t *tools = json_object_get(cfg, "tools");
+        a->agents[i].tools = json_is_array(tools) ? json_incref(tools) : NULL;
+        json_decref(cfg);
     }
     store_agents_free(agents, n);
     a->refs = 1;

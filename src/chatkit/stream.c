@@ -554,6 +554,7 @@ static void end_stream(ck_stream *st)
     free(st->agent.name);
     free(st->agent.model);
     free(st->agent.instructions);
+    json_decref(st->agent.tools);
     free(st);
 }
 
@@ -668,6 +669,7 @@ ck_stream *stream_new(ck_app *app, http_req *req, const store_scope *sc, const s
     st->agent.name = xstrdup(agent->name);
     st->agent.model = xstrdup(agent->model);
     st->agent.instructions = agent->instructions ? xstrdup(agent->instructions) : NULL;
+    st->agent.tools = json_deep_copy(agent->tools); /* NULL stays NULL */
     st->last_us = last_us;
     http_req_ref(req);
     map_put(&app->active, st->thread.id, st);

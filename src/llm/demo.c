@@ -5,7 +5,8 @@
  *   "widget"      calls the demo widget tool before answering
  *   "client tool" calls the client tool get_selection (the turn ends waiting for its output)
  *   "choose"      calls the structured-input tool (the turn ends waiting for answers)
- *   "fail"        fails before the first delta (a retryable upstream error) */
+ *   "fail"        fails before the first delta (a retryable upstream error)
+ *   "what time"   calls get_current_time when the agent has it; answers with its result */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,8 @@ struct llm_call {
     int closing;
 };
 
-static const char *const demo_tools[] = {NULL, "demo_widget", "get_selection", "demo_choose"};
+static const char *const demo_tools[] = {NULL, "demo_widget", "get_selection", "demo_choose",
+                                         "get_current_time"};
 
 static int has_word(const char *hay, const char *needle)
 {
@@ -37,6 +39,19 @@ static int has_word(const char *hay, const char *needle)
     for (const char *p = hay; *p; p++)
         if (strncasecmp(p, needle, n) == 0)
             return 1;
+    return 0;
+}
+
+static int offers(json_t *tools, const char *name)
+{
+    size_t i;
+    json_t *t;
+    json_array_foreach(tools, i, t)
+    {
+        const char *n = json_string_value(json_object_get(t, "name"));
+        if (n && !strcmp(n, name))
+            return 1;
+    }
     return 0;
 }
 
@@ -70,7 +85,7 @@ static void tick(uv_timer_t *t)
         const char *name = demo_tools[c->tool];
         c->tool = 0;
         c->cb.on_tool_call(c->ud, id, name, "{}");
-        if (!strcmp(name, "get_selection") || !strcmp(name, "demo_choose")) {
+        if (strcmp(name, "demo_widget")) {
             /* these end the turn: the model waits for the client */
             llm_usage u = {8, 4};
             llm_callbacks cb = c->cb;
@@ -142,6 +157,8 @@ static llm_call *demo_start(uv_loop_t *loop, const llm_request *req, const llm_c
         c->tool = 3;
     else if (is_user && has_word(in, "widget"))
         c->tool = 1;
+    else if (is_user && has_word(in, "what time") && offers(req->tools, "get_current_time"))
+        c->tool = 4;
 
     buf b = BUF_INIT(0);
     size_t inlen = strlen(in);

@@ -7,6 +7,7 @@
 #include "util/buf.h"
 #include "util/id.h"
 #include "util/log.h"
+#include "util/timeutil.h"
 
 struct run {
     ck_stream *st;
@@ -24,7 +25,72 @@ struct run {
     unsigned attempt;   /* retries made so far */
     int output;         /* this attempt produced text or items: a failure is not retried */
     uv_timer_t *retry;  /* the backoff wait, while one runs */
+    json_t *tools;      /* the tool definitions offered to the model (NULL: none) */
+    json_t *calls;      /* tool calls of the current answer, run when it is done */
+    unsigned rounds;    /* model calls answered with tool calls so far */
 };
+
+#define MAX_TOOL_ROUNDS 8 /* a model that keeps calling tools is stopped here */
+
+/* ---- built-in tools ---- */
+
+static char *tool_current_time(json_t *args)
+{
+    (void)args;
+    char ts[TS_MAX];
+    ts_format(ts_now_us(), ts);
+    return xstrdup(ts);
+}
+
+static const struct builtin {
+    const char *name;
+    const char *description;
+    char *(*exec)(json_t *args);
+} builtins[] = {
+    {"get_current_time", "Returns the current date and time (UTC, ISO 8601).", tool_current_time},
+};
+
+static const struct builtin *builtin_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++)
+        if (!strcmp(builtins[i].name, name))
+            return &builtins[i];
+    return NULL;
+}
+
+/* Definitions of the agent's built-in tools that this build has, or NULL. */
+static json_t *tool_defs(const json_t *names)
+{
+    json_t *defs = NULL;
+    size_t i;
+    json_t *n;
+    json_array_foreach(names, i, n)
+    {
+        const struct builtin *b = json_is_string(n) ? builtin_find(json_string_value(n)) : NULL;
+        if (!b)
+            continue;
+        if (!defs)
+            defs = json_array();
+        json_array_append_new(defs, json_pack("{s:s,s:s,s:{s:s,s:{}}}", "name", b->name,
+                                              "description", b->description, "parameters",
+                                              "type", "object", "properties"));
+    }
+    return defs;
+}
+
+/* "get_current_time" -> "Executing Get current time..." (the seed's progress text) */
+static void progress_for_call(run *r, const char *name)
+{
+    char text[160];
+    size_t n = (size_t)snprintf(text, sizeof text, "Executing %.100s", name);
+    for (size_t i = 10; i < n; i++)
+        if (text[i] == '_')
+            text[i] = ' ';
+    if (text[10] >= 'a' && text[10] <= 'z')
+        text[10] = (char)(text[10] - 'a' + 'A');
+    snprintf(text + n, sizeof text - n, "...");
+    stream_progress(r->st, "bolt", text);
+}
 
 #define RETRY_MAX_MS 30000 /* a longer Retry-After is not waited for: the user decides */
 
@@ -44,6 +110,8 @@ static void stop_retry(run *r)
 static void run_free(run *r)
 {
     stop_retry(r);
+    json_decref(r->tools);
+    json_decref(r->calls);
     json_decref(r->messages);
     json_decref(r->item);
     buf_free(&r->text);
@@ -217,13 +285,67 @@ static void on_tool_call(void *ud, const char *call_id, const char *name, const 
                                       "freeform", "id", "note", "question", "Anything else?",
                                       "description", "Optional"));
     } else {
-        char q[80];
-        LOGW(stream_rid(r->st), "model called an unknown tool", "tool=\"%s\"",
-             log_quote(name, q, sizeof q));
+        /* run when the answer is done; every call gets a result, even an unknown tool */
+        if (!r->calls)
+            r->calls = json_array();
+        json_array_append_new(r->calls, json_pack("{s:s,s:s,s:s}", "id", call_id, "name", name,
+                                                  "arguments", arguments ? arguments : "{}"));
     }
     if (item)
         stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", item));
     leave(r);
+}
+
+static void start_call(run *r);
+
+/* The answer asked for tools: run them, store each call and result as a hidden item (the
+ * model's, never the client's), and ask the model again with the results. */
+static void run_tools(run *r)
+{
+    json_t *calls = r->calls;
+    r->calls = NULL;
+    json_t *asked = json_array();
+    size_t i;
+    json_t *c;
+    json_array_foreach(calls, i, c)
+        json_array_append_new(asked, json_pack("{s:O,s:O,s:O}", "id", json_object_get(c, "id"),
+                                               "name", json_object_get(c, "name"), "arguments",
+                                               json_object_get(c, "arguments")));
+    json_array_append_new(r->messages, json_pack("{s:s,s:o}", "role", "assistant", "tool_calls",
+                                                 asked));
+    json_array_foreach(calls, i, c)
+    {
+        const char *name = json_string_value(json_object_get(c, "name"));
+        const char *args = json_string_value(json_object_get(c, "arguments"));
+        const struct builtin *b = builtin_find(name);
+        const json_t *allowed = stream_agent(r->st)->tools;
+        int offered = 0;
+        size_t k;
+        json_t *n;
+        json_array_foreach(allowed, k, n) offered |= json_is_string(n) && !strcmp(json_string_value(n), name);
+        progress_for_call(r, name);
+        char *result;
+        json_t *jargs = json_loads(args ? args : "{}", 0, NULL);
+        if (!b || !offered) {
+            result = xstrdup("Error: there is no such tool.");
+        } else if (!json_is_object(jargs)) {
+            result = xstrdup("Error: the arguments are not a JSON object.");
+        } else {
+            result = b->exec(jargs);
+        }
+        json_decref(jargs);
+        json_t *note = stream_new_item(r->st, "msg", "hidden_context_item");
+        json_object_set_new(note, "content",
+                            json_pack("{s:O,s:s}", "tool_call", c, "tool_result", result));
+        stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", note));
+        json_array_append_new(r->messages,
+                              json_pack("{s:s,s:O,s:s}", "role", "tool", "tool_call_id",
+                                        json_object_get(c, "id"), "content", result));
+        free(result);
+    }
+    json_decref(calls);
+    r->attempt = 0;
+    start_call(r);
 }
 
 static void on_done(void *ud, const llm_usage *u)
@@ -231,6 +353,17 @@ static void on_done(void *ud, const llm_usage *u)
     run *r = ud;
     r->in_cb++;
     close_message(r);
+    r->call = NULL;
+    if (r->calls) {
+        if (++r->rounds < MAX_TOOL_ROUNDS) {
+            run_tools(r);
+            leave(r);
+            return;
+        }
+        json_decref(r->calls);
+        r->calls = NULL;
+        stream_error(r->st, "custom", "The model kept calling tools without answering.", 1);
+    }
     set_title(r);
     LOGD(stream_rid(r->st), "turn done", "in_tokens=%lld out_tokens=%lld",
          (long long)u->input_tokens, (long long)u->output_tokens);
@@ -238,8 +371,6 @@ static void on_done(void *ud, const llm_usage *u)
     end_run(r);
     leave(r);
 }
-
-static void start_call(run *r);
 
 static void on_retry(uv_timer_t *t)
 {
@@ -318,6 +449,7 @@ void run_start(ck_stream *st, json_t *messages, const char *title_text)
             messages, 0, json_pack("{s:s,s:s}", "role", "system", "content", agent->instructions));
     r->model = model;
     r->messages = messages; /* kept: a retry sends it again */
+    r->tools = tool_defs(agent->tools);
     stream_set_run(st, r);
     start_call(r);
 }
@@ -327,7 +459,7 @@ static void start_call(run *r)
     const config *cfg = stream_app(r->st)->cfg;
     llm_request req = {r->model,
                        r->messages,
-                       NULL,
+                       r->tools,
                        cfg->demo_delay_ms,
                        cfg->openai_base_url,
                        cfg->openai_api_key,

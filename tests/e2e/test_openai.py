@@ -274,3 +274,75 @@ def test_timeouts(server_factory, mock):
     items = c.all_items(tid)
     assert [i["type"] for i in items] == ["user_message", "assistant_message"]
     assert items[1]["content"][0]["text"] == "Before the silence. "
+
+
+# ---- built-in tools ---------------------------------------------------------------------------
+
+def test_tool_round(server_factory, mock):
+    mock_get(mock, "/_reset")
+    s = server_factory(env={"OPENAI_BASE_URL": mock + "/v1"})
+    acct = s.new_account()
+    ag = s.cli("agent", "create", "--account", acct, "--name", "oai", "--model", "openai:m",
+               "--tool", "get_current_time")
+    c = s.client(s.new_user(acct, ag["id"]))
+    tid, ev = c.create_thread("what time is it?")
+    expect_seq(ev, r"thread.created done:user_message stream_options progress progress "
+                   + REPLY[len("progress "):] + r" thread.updated")
+    tool_progress = ev.of("progress_update")[1]
+    assert tool_progress["icon"] == "bolt" and tool_progress["text"] == "Executing Get current time..."
+    assert text_of(ev).startswith("Mock reply to: tool result 20")
+    # the call and its result are stored hidden: the client never sees them
+    assert [i["type"] for i in c.all_items(tid)] == ["user_message", "assistant_message"]
+    reqs = mock_get(mock, "/_requests")
+    assert len(reqs) == 2
+    tools = reqs[0]["body"]["tools"]
+    assert [t["function"]["name"] for t in tools] == ["get_current_time"]
+    m = reqs[1]["body"]["messages"]
+    assert m[-2]["role"] == "assistant" and m[-2]["tool_calls"][0]["function"] == \
+        {"name": "get_current_time", "arguments": "{}"}
+    assert m[-1]["role"] == "tool" and m[-1]["tool_call_id"] == "call_mock1"
+    assert m[-1]["content"].startswith("20") and m[-1]["content"].endswith("Z")
+    # the next turn's history carries the call and its result in order
+    c.send(tid, "thanks")
+    h = mock_get(mock, "/_requests")[2]["body"]["messages"]
+    assert [x["role"] for x in h] == ["user", "assistant", "tool", "assistant", "user"]
+
+
+def test_unknown_tool_gets_an_error_result(server_factory, mock):
+    mock_get(mock, "/_reset")
+    s = server_factory(env={"OPENAI_BASE_URL": mock + "/v1"})
+    acct = s.new_account()
+    ag = s.cli("agent", "create", "--account", acct, "--name", "oai", "--model", "openai:m")
+    c = s.client(s.new_user(acct, ag["id"]))
+    tid, ev = c.create_thread("call unknown tool")
+    assert "tools" not in mock_get(mock, "/_requests")[0]["body"]  # the agent has none
+    m = mock_get(mock, "/_requests")[1]["body"]["messages"]
+    assert m[-1] == {"role": "tool", "tool_call_id": "call_mock1",
+                     "content": "Error: there is no such tool."}
+    assert text_of(ev) == "Mock reply to: tool result Error: there is no such tool."
+
+
+def test_demo_model_uses_the_time_tool(server_factory):
+    s = server_factory()
+    acct = s.new_account()
+    ag = s.cli("agent", "create", "--account", acct, "--name", "d", "--tool", "get_current_time")
+    c = s.client(s.new_user(acct, ag["id"]))
+    tid, ev = c.create_thread("what time is it")
+    assert [p["icon"] for p in ev.of("progress_update")] == ["sparkle", "bolt"]
+    assert text_of(ev).startswith("Thanks, I received: 20")
+    assert [i["type"] for i in c.all_items(tid)] == ["user_message", "assistant_message"]
+
+
+def test_tool_rounds_are_limited(server_factory, mock):
+    mock_get(mock, "/_reset")
+    s = server_factory(env={"OPENAI_BASE_URL": mock + "/v1"})
+    acct = s.new_account()
+    ag = s.cli("agent", "create", "--account", acct, "--name", "oai", "--model", "openai:m",
+               "--tool", "get_current_time")
+    c = s.client(s.new_user(acct, ag["id"]))
+    tid, ev = c.create_thread("loop tools forever")
+    e = error_of(ev)
+    assert "kept calling tools" in e["message"]
+    assert len(mock_get(mock, "/_requests")) == 8  # MAX_TOOL_ROUNDS answers, 7 executed rounds
+    assert len(ev.of("progress_update")) == 1 + 7
+    assert s.alive()
