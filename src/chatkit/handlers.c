@@ -710,11 +710,16 @@ static void done_create(ck_call *c)
 }
 
 /* threads.add_user_message */
-static int work_add_message(store_conn *db, ck_call *c)
+/* Stores the message only: for a busy thread, where no run follows. */
+static int work_store_message(store_conn *db, ck_call *c)
 {
     int rc = load_thread(db, c);
-    if (!rc)
-        rc = add_user_message(db, c);
+    return rc ? rc : add_user_message(db, c);
+}
+
+static int work_add_message(store_conn *db, ck_call *c)
+{
+    int rc = work_store_message(db, c);
     return rc ? rc : load_history(db, c);
 }
 
@@ -1307,7 +1312,7 @@ static void dispatch(ck_call *c)
             /* nothing a user typed is lost: a message is stored even when it cannot be
              * answered now, and the user is told how to get it answered */
             if (work == work_add_message)
-                return run_job(c, 1, work_add_message, reply_busy_message);
+                return run_job(c, 1, work_store_message, reply_busy_message);
             return reply_busy(c);
         }
         return run_stream_job(c, work, next);

@@ -622,6 +622,15 @@ static int one_row(store_conn *c, sqlite3_stmt *st, row_reader rd, void *out)
     return ret;
 }
 
+/* Runs a write that must touch a row: none touched means absent or not visible. */
+static int run_changed(store_conn *c, sqlite3_stmt *st)
+{
+    int rc = run(c, st);
+    if (rc == 0 && sqlite3_changes(c->db) == 0)
+        rc = not_found(c);
+    return rc;
+}
+
 /* The row of a statement whose only parameter is one text key. */
 static int one_by_key(store_conn *c, int k, const char *key, row_reader rd, void *out,
                       size_t outsize)
@@ -829,10 +838,7 @@ int store_token_revoke(store_conn *c, const char *token_hash)
         return STORE_EIO;
     bind_str(st, 1, token_hash);
     sqlite3_bind_int64(st, 2, ts_now_us());
-    int rc = run(c, st);
-    if (rc == 0 && sqlite3_changes(c->db) == 0)
-        rc = not_found(c);
-    return rc;
+    return run_changed(c, st);
 }
 
 /* ---- threads ---- */
@@ -889,10 +895,7 @@ int store_thread_save(store_conn *c, const store_scope *sc, const store_thread *
     bind_str(st, 1, t->id);
     bind_scope(st, 2, sc);
     bind_thread_fields(st, 4, t);
-    int rc = run(c, st);
-    if (rc == 0 && sqlite3_changes(c->db) == 0)
-        rc = not_found(c);
-    return rc;
+    return run_changed(c, st);
 }
 
 /* The statement k, whose parameters are (id, account, user), prepared and bound: the scoped
@@ -925,10 +928,7 @@ int store_thread_delete(store_conn *c, const store_scope *sc, const char *id)
     if (ret)
         return ret;
     /* items and feedback go with it: ON DELETE CASCADE */
-    int rc = run(c, st);
-    if (rc == 0 && sqlite3_changes(c->db) == 0)
-        rc = not_found(c);
-    return rc;
+    return run_changed(c, st);
 }
 
 /* Position (created_us, seq) of the cursor row, scoped like the list it pages. */
@@ -1027,11 +1027,8 @@ static int item_write(store_conn *c, int k, const store_scope *sc, const store_i
     bind_str(st, 6, it->type);
     sqlite3_bind_int(st, 7, it->hidden ? 1 : 0);
     bind_str(st, 8, it->json);
-    int rc = run(c, st);
     /* nothing inserted or updated: the thread is absent or not visible */
-    if (rc == 0 && sqlite3_changes(c->db) == 0)
-        rc = not_found(c);
-    return rc;
+    return run_changed(c, st);
 }
 
 int store_item_add(store_conn *c, const store_scope *sc, const store_item *it)
@@ -1069,10 +1066,7 @@ int store_item_delete(store_conn *c, const store_scope *sc, const char *thread_i
     bind_str(st, 1, thread_id);
     bind_scope(st, 2, sc);
     bind_str(st, 4, id);
-    int rc = run(c, st);
-    if (rc == 0 && sqlite3_changes(c->db) == 0)
-        rc = not_found(c);
-    return rc;
+    return run_changed(c, st);
 }
 
 /* Another scope's thread simply has no items here (empty page), as in the reference store;
@@ -1167,10 +1161,7 @@ int store_attachment_delete(store_conn *c, const store_scope *sc, const char *id
     int ret = scoped_id(c, S_ATT_DELETE, sc, id, "attachment id", &st);
     if (ret)
         return ret;
-    int rc = run(c, st);
-    if (rc == 0 && sqlite3_changes(c->db) == 0)
-        rc = not_found(c);
-    return rc;
+    return run_changed(c, st);
 }
 
 /* ---- feedback ---- */
