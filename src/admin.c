@@ -150,26 +150,82 @@ static int mint_token(store_conn *db, const char *user_id, int64_t ttl_us, char 
     return store_token_create(db, hash, user_id, *expires);
 }
 
-static json_t *agent_config(int argc, char **argv, int *bad)
+#define PROVIDERS "openai, openai-responses, anthropic, demo"
+
+/* A model name: 1 to 127 bytes, no whitespace. */
+static int model_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    return n && n < 128 && !s[strcspn(s, " \t\r\n\v\f")];
+}
+
+/* --model: NULL when valid ("default", "demo" or PROVIDER:MODEL), else the usage message. */
+static const char *model_error(const char *m)
+{
+    static const char *const providers[] = {"openai", "openai-responses", "anthropic", "demo"};
+    static char msg[256];
+    const char *colon = strchr(m, ':');
+    if (!strcmp(m, "default") || !strcmp(m, "demo"))
+        return NULL;
+    if (!colon || colon == m || !colon[1] || !model_name_ok(m))
+        return "--model must be default, demo or PROVIDER:MODEL (e.g. openai:gpt-4.1-mini)";
+    size_t n = (size_t)(colon - m);
+    for (size_t k = 0; k < sizeof providers / sizeof providers[0]; k++)
+        if (strlen(providers[k]) == n && !strncmp(m, providers[k], n))
+            return NULL;
+    snprintf(msg, sizeof msg, "--model: unknown provider \"%.*s\" (known: " PROVIDERS ")",
+             (int)(n > 64 ? 64 : n), m);
+    return msg;
+}
+
+/* The name of an environment variable: [A-Z_][A-Z0-9_]*, at most 64 bytes. */
+static int env_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    return n && n <= 64 && !(*s >= '0' && *s <= '9') &&
+           strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") == n;
+}
+
+/* The agent's config_json from its flags; *bad is set to the usage message of an invalid one. */
+static json_t *agent_config(int argc, char **argv, const char **bad)
 {
     json_t *mcp_stdio = json_array(), *mcp_http = json_array(), *tools = json_array();
+    json_t *models = json_array();
+    json_t *o = json_pack("{s:o,s:o,s:o,s:o}", "mcp_stdio", mcp_stdio, "mcp_http", mcp_http,
+                          "tools", tools, "models", models);
     static const char *const builtin[] = {"get_current_time", "request_human_input"};
     for (int i = 0; i + 1 < argc; i++) {
-        if (!strcmp(argv[i], "--mcp-stdio"))
-            json_array_append_new(mcp_stdio, json_string(argv[++i]));
-        else if (!strcmp(argv[i], "--mcp-http"))
-            json_array_append_new(mcp_http, json_string(argv[++i]));
-        else if (!strcmp(argv[i], "--tool")) {
-            const char *t = argv[++i];
+        const char *f = argv[i], *v = argv[i + 1];
+        if (!strcmp(f, "--mcp-stdio"))
+            json_array_append_new(mcp_stdio, json_string(v));
+        else if (!strcmp(f, "--mcp-http"))
+            json_array_append_new(mcp_http, json_string(v));
+        else if (!strcmp(f, "--tool")) {
             int ok = 0;
             for (size_t k = 0; k < sizeof builtin / sizeof builtin[0]; k++)
-                ok |= !strcmp(t, builtin[k]);
+                ok |= !strcmp(v, builtin[k]);
             if (!ok)
-                *bad = 1;
-            json_array_append_new(tools, json_string(t));
-        }
+                *bad = "--tool takes a built-in tool: get_current_time, request_human_input";
+            json_array_append_new(tools, json_string(v));
+        } else if (!strcmp(f, "--base-url")) {
+            if ((strncmp(v, "http://", 7) || !v[7]) && (strncmp(v, "https://", 8) || !v[8]))
+                *bad = "--base-url must be an http:// or https:// URL";
+            json_object_set_new(o, "base_url", json_string(v));
+        } else if (!strcmp(f, "--api-key-env")) {
+            if (!env_name_ok(v))
+                *bad = "--api-key-env takes the NAME of an environment variable holding the key "
+                       "([A-Z_][A-Z0-9_]*, at most 64 characters), never the key itself";
+            json_object_set_new(o, "api_key_env", json_string(v));
+        } else if (!strcmp(f, "--allow-model")) {
+            if (!model_name_ok(v))
+                *bad = "--allow-model takes a model name or PROVIDER:MODEL (1 to 127 characters, "
+                       "no spaces)";
+            json_array_append_new(models, json_string(v));
+        } else
+            continue;
+        i++;
     }
-    return json_pack("{s:o,s:o,s:o}", "mcp_stdio", mcp_stdio, "mcp_http", mcp_http, "tools", tools);
+    return o;
 }
 
 static char *read_file(const char *path, size_t max)
@@ -228,9 +284,9 @@ static int cmd_demo(const config *cfg, store_conn *db, int json)
     } else {
         snprintf(ag.account_id, sizeof ag.account_id, "%s", acc.id);
         ag.name = xstrdup("Demo agent");
-        ag.model = xstrdup("demo");
+        ag.model = xstrdup("default"); /* resolved when it runs: demo unless a key is set */
         ag.instructions = xstrdup("You are the chatkitd demo assistant.");
-        ag.config_json = xstrdup("{\"mcp_stdio\":[],\"mcp_http\":[],\"tools\":[]}");
+        ag.config_json = xstrdup("{\"mcp_stdio\":[],\"mcp_http\":[],\"tools\":[],\"models\":[]}");
         if ((rc = store_agent_create(db, &ag)))
             goto out;
     }
@@ -283,6 +339,64 @@ out:
     return status;
 }
 
+/* usage --account ID [--thread ID] [--limit N]: the account's runs, newest first, and their
+ * token totals. */
+static int cmd_usage(store_conn *db, int argc, char **argv, int json)
+{
+    const char *acc = arg(argc, argv, "--account"), *thread = arg(argc, argv, "--thread");
+    const char *lim = arg(argc, argv, "--limit");
+    char *end = NULL;
+    errno = 0;
+    long long limit = lim ? strtoll(lim, &end, 10) : 50;
+    if (!acc || (lim && (errno || end == lim || *end || limit < 1 || limit > 100000)))
+        return usage("usage --account ID [--thread ID] [--limit N (1 to 100000, default 50)]");
+    store_account a = {0};
+    store_run *v = NULL;
+    size_t n = 0;
+    int rc = store_account_get(db, acc, &a);
+    store_account_clear(&a);
+    if (rc == STORE_ENOTFOUND)
+        return fail("no such account", acc);
+    if (rc || (rc = store_runs_list(db, acc, thread, (size_t)limit, &v, &n)))
+        return fail("command failed", store_errmsg(db));
+    json_t *runs = json_array();
+    json_int_t in = 0, out = 0;
+    if (!json)
+        printf("%-27s %-27s %-39s %-39s %-39s %-9s %5s %5s %8s %8s %s\n", "started_at", "ended_at",
+               "id", "thread_id", "agent_id", "status", "calls", "tools", "input", "output",
+               "model");
+    for (size_t i = 0; i < n; i++) {
+        const store_run *r = &v[i];
+        char s[TS_MAX], e[TS_MAX];
+        ts_format(r->started_us, s);
+        ts_format(r->ended_us, e);
+        in += r->input_tokens;
+        out += r->output_tokens;
+        if (!json)
+            printf("%-27s %-27s %-39s %-39s %-39s %-9s %5u %5u %8lld %8lld %s\n", s, e, r->id,
+                   r->thread_id, r->agent_id, r->status, r->model_calls, r->tool_calls,
+                   (long long)r->input_tokens, (long long)r->output_tokens, r->model);
+        else
+            json_array_append_new(
+                runs,
+                json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:s}", "id", r->id, "thread_id",
+                          r->thread_id, "agent_id", r->agent_id, "model", r->model, "status",
+                          r->status, "input_tokens", (json_int_t)r->input_tokens, "output_tokens",
+                          (json_int_t)r->output_tokens, "model_calls", (json_int_t)r->model_calls,
+                          "tool_calls", (json_int_t)r->tool_calls, "started_at", s, "ended_at", e));
+    }
+    free(v);
+    if (!json) {
+        json_decref(runs);
+        printf("total: %zu runs, %lld input tokens, %lld output tokens\n", n, (long long)in,
+               (long long)out);
+        return 0;
+    }
+    return print_obj(json_pack("{s:o,s:{s:I,s:I,s:I}}", "runs", runs, "totals", "runs",
+                               (json_int_t)n, "input_tokens", in, "output_tokens", out),
+                     1);
+}
+
 int admin_main(const config *cfg, int argc, char **argv, int json)
 {
     const char *cmd = argv[0];
@@ -293,8 +407,8 @@ int admin_main(const config *cfg, int argc, char **argv, int json)
         free(s);
         return 0;
     }
-    if (strcmp(cmd, "migrate") && strcmp(cmd, "demo") && strcmp(sub, "create") &&
-        !(strcmp(cmd, "token") == 0 && strcmp(sub, "revoke") == 0))
+    if (strcmp(cmd, "migrate") && strcmp(cmd, "demo") && strcmp(cmd, "usage") &&
+        strcmp(sub, "create") && !(strcmp(cmd, "token") == 0 && strcmp(sub, "revoke") == 0))
         return usage("unknown command");
     store_conn *db = open_db(cfg);
     if (!db)
@@ -305,6 +419,8 @@ int admin_main(const config *cfg, int argc, char **argv, int json)
         print_obj(json_pack("{s:i}", "schema_version", v), json);
     } else if (!strcmp(cmd, "demo")) {
         status = cmd_demo(cfg, db, json);
+    } else if (!strcmp(cmd, "usage")) {
+        status = cmd_usage(db, argc, argv, json);
     } else if (!strcmp(cmd, "account")) {
         const char *name = positional(argc, argv, 2);
         if (!name || !*name)
@@ -345,15 +461,16 @@ int admin_main(const config *cfg, int argc, char **argv, int json)
         const char *model = arg(argc, argv, "--model");
         const char *instr = arg(argc, argv, "--instructions");
         const char *instr_file = arg(argc, argv, "--instructions-file");
-        int badtool = 0;
-        json_t *acfg = agent_config(argc, argv, &badtool);
+        const char *bad = NULL;
+        json_t *acfg = agent_config(argc, argv, &bad);
+        if (!bad && model)
+            bad = model_error(model);
         if (!acc || !name || (instr && instr_file))
-            status = usage("agent create --account ID --name NAME [--model PROVIDER:MODEL] "
+            status = usage("agent create --account ID --name NAME "
+                           "[--model default|demo|PROVIDER:MODEL] "
                            "[--instructions TEXT | --instructions-file F]");
-        else if (badtool)
-            status = usage("--tool takes a built-in tool: get_current_time, request_human_input");
-        else if (model && !strchr(model, ':') && strcmp(model, "demo"))
-            status = usage("--model must be PROVIDER:MODEL (e.g. openai:gpt-4.1-mini) or demo");
+        else if (bad)
+            status = usage(bad);
         else {
             store_agent ag = {0};
             store_account a = {0};
@@ -366,7 +483,7 @@ int admin_main(const config *cfg, int argc, char **argv, int json)
             } else if (!rc) {
                 snprintf(ag.account_id, sizeof ag.account_id, "%s", acc);
                 ag.name = xstrdup(name);
-                ag.model = xstrdup(model ? model : "demo");
+                ag.model = xstrdup(model ? model : "default");
                 ag.instructions = text ? text : instr ? xstrdup(instr) : NULL;
                 text = NULL;
                 ag.config_json = json_dumps(acfg, JSON_COMPACT);

@@ -3,30 +3,16 @@
 #include <string.h>
 #include <strings.h>
 
+#include "util/base64.h"
 #include "util/id.h"
 #include "util/sha256.h"
 
 void auth_token_new(char out[AUTH_TOKEN_MAX])
 {
-    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     unsigned char r[32];
     id_random(r, sizeof r);
-    char *o = out;
-    memcpy(o, "ckt_", 4);
-    o += 4;
-    unsigned acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < sizeof r; i++) {
-        acc = (acc << 8) | r[i];
-        bits += 8;
-        while (bits >= 6) {
-            *o++ = b64[(acc >> (bits - 6)) & 63];
-            bits -= 6;
-        }
-    }
-    if (bits)
-        *o++ = b64[(acc << (6 - bits)) & 63];
-    *o = 0;
+    memcpy(out, "ckt_", 4);
+    base64_encode(r, sizeof r, out + 4, 1);
     memset(r, 0, sizeof r);
 }
 

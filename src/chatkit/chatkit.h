@@ -18,7 +18,10 @@ typedef struct ck_agent {
     char *name;
     char *model;
     char *instructions;
-    json_t *tools;      /* names of the agent's built-in tools (array), NULL when none */
+    /* the agent's configuration (chatkitd agent create): {"tools": [built-in names],
+     * "mcp_stdio": [...], "mcp_http": [...], "base_url"?, "api_key_env"?, "models"?: [allowed
+     * inference_options.model values]}; an object, never NULL */
+    json_t *config;
 } ck_agent;
 
 /* What a bearer token resolves to; cached for cfg->auth_cache_ms. */

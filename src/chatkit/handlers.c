@@ -13,6 +13,7 @@
 
 #include "auth/auth.h"
 #include "chatkit/chatkit.h"
+#include "chatkit/history.h"
 #include "chatkit/stream.h"
 #include "run/run.h"
 #include "util/id.h"
@@ -58,6 +59,7 @@ struct ck_call {
     store_thread thread;
     json_t *result;          /* item produced by the job (loop takes it after done) */
     json_t *history;         /* the model's input, built from the thread by the job */
+    json_t *options;         /* inference_options of the newest user message (job) */
     int64_t last_us;
     int not_widget;
     int is_upload;
@@ -74,7 +76,7 @@ static void auth_release(ck_auth *a)
             free(a->agents[i].name);
             free(a->agents[i].model);
             free(a->agents[i].instructions);
-            json_decref(a->agents[i].tools);
+            json_decref(a->agents[i].config);
         }
         free(a->agents);
         free(a);
@@ -90,6 +92,7 @@ static void call_free(ck_call *c)
     json_decref(c->attachment_ids);
     json_decref(c->result);
     json_decref(c->history);
+    json_decref(c->options);
     free(c->text);
     buf_free(&c->out);
     store_thread_clear(&c->thread);
@@ -379,143 +382,12 @@ static int item_json_to_store(ck_call *c, json_t *item, store_item *it)
     return it->json ? 0 : STORE_EIO;
 }
 
-/* ---- the model's input from the thread ----
- * The newest HISTORY_ITEMS items, oldest first, in provider.h's neutral shape. Hidden items
- * (cancel notes, context) are the model's too; what only the UI needs (tasks, workflows,
- * images) is left out. Loaded in the request's own store job, after its writes. */
-#define HISTORY_ITEMS 60
-
-static char *join_text(json_t *content, const char *key)
-{
-    buf b = BUF_INIT(0);
-    size_t i;
-    json_t *part;
-    json_array_foreach(content, i, part)
-    {
-        const char *t = json_string_value(json_object_get(part, key));
-        if (!t)
-            continue;
-        if (b.len)
-            buf_putc(&b, '\n');
-        buf_puts(&b, t);
-    }
-    return buf_steal(&b, NULL);
-}
-
-static void append_msg(json_t *msgs, const char *role, const char *content)
-{
-    json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", role, "content", content));
-}
-
-static void history_append(json_t *msgs, json_t *it)
-{
-    const char *type = json_string_value(json_object_get(it, "type")) ?: "";
-    buf b = BUF_INIT(0);
-    if (!strcmp(type, "user_message")) {
-        const char *q = json_string_value(json_object_get(it, "quoted_text"));
-        if (q && *q) {
-            buf_puts(&b, "> ");
-            buf_puts(&b, q);
-            buf_puts(&b, "\n\n");
-        }
-        char *t = join_text(json_object_get(it, "content"), "text");
-        buf_puts(&b, t);
-        free(t);
-        size_t i;
-        json_t *a;
-        json_array_foreach(json_object_get(it, "attachments"), i, a)
-        {
-            buf_printf(&b, "\n[attachment: %.255s (%.127s)]",
-                       json_string_value(json_object_get(a, "name")) ?: "?",
-                       json_string_value(json_object_get(a, "mime_type")) ?: "?");
-        }
-        append_msg(msgs, "user", b.data ? b.data : "");
-    } else if (!strcmp(type, "assistant_message")) {
-        char *t = join_text(json_object_get(it, "content"), "text");
-        append_msg(msgs, "assistant", t);
-        free(t);
-    } else if (!strcmp(type, "widget")) {
-        const char *copy = json_string_value(json_object_get(it, "copy_text"));
-        append_msg(msgs, "assistant", copy ? copy : "[a widget was shown]");
-    } else if (!strcmp(type, "client_tool_call")) {
-        const char *call_id = json_string_value(json_object_get(it, "call_id")) ?: "call";
-        const char *name = json_string_value(json_object_get(it, "name")) ?: "";
-        char *args = json_dumps(json_object_get(it, "arguments"), JSON_COMPACT | JSON_ENCODE_ANY);
-        json_array_append_new(msgs, json_pack("{s:s,s:[{s:s,s:s,s:s}]}", "role", "assistant",
-                                              "tool_calls", "id", call_id, "name", name,
-                                              "arguments", args ? args : "{}"));
-        free(args);
-        json_t *out = json_object_get(it, "output");
-        const char *status = json_string_value(json_object_get(it, "status")) ?: "";
-        char *o = out ? json_dumps(out, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-        /* every call needs its result for the providers: a pending one says so */
-        json_array_append_new(msgs, json_pack("{s:s,s:s,s:s}", "role", "tool", "tool_call_id",
-                                              call_id, "content",
-                                              !strcmp(status, "completed") && o
-                                                  ? o
-                                                  : "(no output: the client did not answer)"));
-        free(o);
-    } else if (!strcmp(type, "structured_input")) {
-        const char *status = json_string_value(json_object_get(it, "status")) ?: "pending";
-        int pending = !strcmp(status, "pending");
-        buf_puts(&b, pending ? "[questions asked, not answered yet]" : "Answers to the questions:");
-        size_t i, k;
-        json_t *q, *v;
-        json_array_foreach(json_object_get(it, "inputs"), i, q)
-        {
-            buf_puts(&b, "\n- ");
-            buf_puts(&b, json_string_value(json_object_get(q, "question")) ?: "?");
-            json_t *ans = json_object_get(q, "answer");
-            if (json_is_true(json_object_get(ans, "skipped")))
-                buf_puts(&b, ": (skipped)");
-            json_array_foreach(json_object_get(ans, "values"), k, v)
-            {
-                buf_puts(&b, k ? ", " : ": ");
-                buf_puts(&b, json_string_value(v) ?: "");
-            }
-        }
-        append_msg(msgs, pending ? "assistant" : "user", b.data);
-    } else if (CK_HIDDEN_TYPE(type) &&
-               json_is_object(json_object_get(json_object_get(it, "content"), "tool_call"))) {
-        /* a tool the run executed: the call and its result, as the providers expect them */
-        json_t *content = json_object_get(it, "content");
-        json_t *call = json_object_get(content, "tool_call");
-        const char *id = json_string_value(json_object_get(call, "id")) ?: "call";
-        json_array_append_new(
-            msgs, json_pack("{s:s,s:[{s:s,s:s,s:s}]}", "role", "assistant", "tool_calls", "id", id,
-                            "name", json_string_value(json_object_get(call, "name")) ?: "",
-                            "arguments", json_string_value(json_object_get(call, "arguments")) ?: "{}"));
-        json_array_append_new(
-            msgs, json_pack("{s:s,s:s,s:s}", "role", "tool", "tool_call_id", id, "content",
-                            json_string_value(json_object_get(content, "tool_result")) ?: ""));
-    } else if (CK_HIDDEN_TYPE(type)) {
-        json_t *content = json_object_get(it, "content");
-        char *t = json_is_string(content) ? NULL
-                                          : json_dumps(content, JSON_COMPACT | JSON_ENCODE_ANY);
-        append_msg(msgs, "user", t ? t : json_string_value(content) ?: "");
-        free(t);
-    }
-    buf_free(&b);
-}
-
 static int load_history(store_conn *db, ck_call *c)
 {
-    store_item_page p = {0};
-    store_page_req pr = {HISTORY_ITEMS, 1, NULL};
-    int rc = store_items_list(db, &c->scope, c->thread_id, &pr, &p);
-    if (rc)
-        return rc;
-    json_t *msgs = json_array();
-    for (size_t i = p.n; i-- > 0;) {
-        json_t *it = ck_item_parse(&p.items[i]);
-        if (it)
-            history_append(msgs, it);
-        json_decref(it);
-    }
-    store_item_page_clear(&p);
     json_decref(c->history);
-    c->history = msgs;
-    return 0;
+    json_decref(c->options);
+    c->history = c->options = NULL;
+    return history_load(db, &c->scope, c->thread_id, c->app->cfg, &c->history, &c->options);
 }
 
 /* The job's history for the run (the call gives it up). */
@@ -705,7 +577,7 @@ static void done_create(ck_call *c)
     buf_free(&ev);
     stream_emit_raw(st, c->out.data, c->out.len);
     emit_stream_options(st);
-    run_start(st, take_history(c), c->text);
+    run_start(st, take_history(c), c->text, c->options);
     call_free(c);
 }
 
@@ -729,7 +601,7 @@ static void done_add_message(ck_call *c)
     ck_stream *st = open_stream(c);
     stream_emit_raw(st, c->out.data, c->out.len);
     emit_stream_options(st);
-    run_start(st, take_history(c), c->text);
+    run_start(st, take_history(c), c->text, c->options);
     call_free(c);
 }
 
@@ -780,7 +652,7 @@ static void done_tool_output(ck_call *c)
     release_thread(c);
     ck_stream *st = open_stream(c);
     emit_stream_options(st);
-    run_start(st, take_history(c), NULL); /* ends with the call and its output */
+    run_start(st, take_history(c), NULL, c->options); /* ends with the call and its output */
     call_free(c);
 }
 
@@ -846,7 +718,7 @@ static void done_structured(ck_call *c)
     ck_stream *st = open_stream(c);
     emit_stream_options(st);
     stream_emit_raw(st, c->out.data, c->out.len);
-    run_start(st, take_history(c), NULL); /* ends with the answers */
+    run_start(st, take_history(c), NULL, c->options); /* ends with the answers */
     call_free(c);
 }
 
@@ -916,7 +788,7 @@ static void done_retry(ck_call *c)
     release_thread(c);
     ck_stream *st = open_stream(c);
     emit_stream_options(st);
-    run_start(st, take_history(c), c->text);
+    run_start(st, take_history(c), c->text, c->options);
     call_free(c);
 }
 
@@ -1433,9 +1305,9 @@ static int work_auth(store_conn *db, ck_call *c)
         a->agents[i].model = xstrdup(agents[i].model ? agents[i].model : "demo");
         a->agents[i].instructions = agents[i].instructions ? xstrdup(agents[i].instructions) : NULL;
         json_t *cfg = json_loads(agents[i].config_json ? agents[i].config_json : "{}", 0, NULL);
-        json_t *tools = json_object_get(cfg, "tools");
-        a->agents[i].tools = json_is_array(tools) ? json_incref(tools) : NULL;
-        json_decref(cfg);
+        a->agents[i].config = json_is_object(cfg) ? cfg : json_object();
+        if (!json_is_object(cfg))
+            json_decref(cfg);
     }
     store_agents_free(agents, n);
     a->refs = 1;

@@ -9,7 +9,7 @@
 #include "util/log.h"
 #include "util/timeutil.h"
 
-enum entry_kind { E_EVENT, E_RAW, E_DELTA, E_TITLE, E_CANCEL, E_END };
+enum entry_kind { E_EVENT, E_RAW, E_DELTA, E_TITLE, E_RUN, E_CANCEL, E_END };
 
 typedef struct entry {
     struct entry *next;
@@ -19,6 +19,7 @@ typedef struct entry {
     size_t len;
     int index;         /* E_DELTA content index */
     char item_id[ID_MAX];
+    store_run *run;    /* E_RUN */
 } entry;
 
 /* An item between thread.item.added and done. Assistant text lives in bufs (one per content
@@ -48,6 +49,7 @@ struct ck_stream {
     int finished;           /* producer said stream_finish, or we cancelled */
     int cancelled;
     int ended;
+    int paused;             /* backpressure: the run was told to stop reading the model */
 };
 
 /* Encoding space shared by every stream: they all run on the loop thread, and each event is
@@ -87,6 +89,7 @@ static void push(ck_stream *st, entry *e)
     if (st->ended) {
         json_decref(e->ev);
         free(e->text);
+        free(e->run);
         free(e);
         return;
     }
@@ -105,10 +108,31 @@ static entry *entry_new(enum entry_kind k)
     return e;
 }
 
+static void on_drain(http_req *req, void *ud)
+{
+    (void)req;
+    ck_stream *st = ud;
+    st->paused = 0;
+    if (st->run)
+        run_pause(st->run, 0);
+}
+
+/* Backpressure: once a quarter of the slow-reader limit waits for the client, the run stops
+ * reading the model (the upstream's TCP window fills) until the client has caught up; without
+ * it a slow client would be dropped, or its stream held in memory without bound. */
 static void send_text(ck_stream *st, const char *json, size_t len)
 {
-    if (st->req && !st->cancelled)
-        http_sse_send(st->req, json, len);
+    if (!st->req || st->cancelled)
+        return;
+    http_sse_send(st->req, json, len);
+    if (!st->paused && st->run && st->req &&
+        http_sse_queued(st->req) > st->app->cfg->sse_max_queue / 4) {
+        st->paused = 1;
+        LOGD(stream_rid(st), "client is slow: model stream paused", "queued=%zu",
+             http_sse_queued(st->req));
+        run_pause(st->run, 1);
+        http_sse_on_drain(st->req, on_drain, st);
+    }
 }
 
 /* ---------- pending items ---------- */
@@ -239,12 +263,13 @@ static void apply_update(ck_stream *st, pending *p, json_t *update)
  * queued at that moment run in one transaction, then all their events go out in order. A
  * streamed turn whose tail is queued at once (item.done, title) costs one commit. */
 
-enum op_kind { J_ADD, J_SAVE, J_DELETE, J_THREAD, J_WIDGET };
+enum op_kind { J_ADD, J_SAVE, J_DELETE, J_THREAD, J_WIDGET, J_RUN };
 
 typedef struct op {
     enum op_kind kind;
     store_item item;     /* J_ADD/J_SAVE; J_DELETE and J_WIDGET use id (+ json = new root) */
     store_thread thread; /* J_THREAD */
+    store_run run;       /* J_RUN */
 } op;
 
 typedef struct job {
@@ -266,6 +291,7 @@ static int job_work(store_conn *c, void *arg)
         case J_SAVE: rc = store_item_save(c, &st->scope, &o->item); break;
         case J_DELETE: rc = store_item_delete(c, &st->scope, o->item.thread_id, o->item.id); break;
         case J_THREAD: rc = store_thread_save(c, &st->scope, &o->thread); break;
+        case J_RUN: rc = store_run_add(c, &st->scope, &o->run); break;
         case J_WIDGET: {
             /* a widget update on a stored item: keep the stored copy current */
             store_item cur = {0};
@@ -541,6 +567,7 @@ static void end_stream(ck_stream *st)
         map_del(&st->app->active, st->thread.id);
     if (st->req) {
         http_req_on_close(st->req, NULL, NULL);
+        http_sse_on_drain(st->req, NULL, NULL);
         http_sse_end(st->req);
         http_req_unref(st->req);
         st->req = NULL;
@@ -554,7 +581,7 @@ static void end_stream(ck_stream *st)
     free(st->agent.name);
     free(st->agent.model);
     free(st->agent.instructions);
-    json_decref(st->agent.tools);
+    json_decref(st->agent.config);
     free(st);
 }
 
@@ -614,6 +641,7 @@ static void pump_loop(ck_stream *st)
                 e->text = NULL;
                 st->thread_dirty = 1;
                 break;
+            case E_RUN: job_op(&j, J_RUN)->run = *e->run; break;
             case E_CANCEL: handle_cancel(st); break;
             case E_END:
                 free(e);
@@ -625,6 +653,7 @@ static void pump_loop(ck_stream *st)
                 st->announce = 1;
             json_decref(e->ev);
             free(e->text);
+            free(e->run);
             free(e);
         }
         if (!j)
@@ -643,6 +672,7 @@ static void on_client_close(http_req *req, void *ud)
     ck_stream *st = ud;
     LOGI(req->rid, "client disconnected", "thread=%s", st->thread.id);
     st->cancelled = 1;
+    http_sse_on_drain(st->req, NULL, NULL);
     http_sse_end(st->req); /* a no-op now, but it completes the request so it can be freed */
     http_req_unref(st->req);
     st->req = NULL;
@@ -669,7 +699,7 @@ ck_stream *stream_new(ck_app *app, http_req *req, const store_scope *sc, const s
     st->agent.name = xstrdup(agent->name);
     st->agent.model = xstrdup(agent->model);
     st->agent.instructions = agent->instructions ? xstrdup(agent->instructions) : NULL;
-    st->agent.tools = json_deep_copy(agent->tools); /* NULL stays NULL */
+    st->agent.config = json_incref(agent->config); /* never modified */
     st->last_us = last_us;
     http_req_ref(req);
     map_put(&app->active, st->thread.id, st);
@@ -737,9 +767,17 @@ void stream_set_title(ck_stream *st, const char *title)
     push(st, e);
 }
 
+void stream_record_run(ck_stream *st, const store_run *r)
+{
+    entry *e = entry_new(E_RUN);
+    e->run = xmalloc(sizeof *e->run);
+    *e->run = *r;
+    push(st, e);
+}
+
 void stream_finish(ck_stream *st)
 {
-    st->run = NULL;
+    st->run = NULL; /* (a pending drain callback then only clears the flag) */
     if (st->finished)
         return;
     st->finished = 1;

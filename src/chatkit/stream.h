@@ -36,6 +36,8 @@ void stream_error(ck_stream *st, const char *code, const char *message, int allo
 void stream_progress(ck_stream *st, const char *icon, const char *text);
 /* Thread metadata changes: saved and announced (thread.updated) after the next event. */
 void stream_set_title(ck_stream *st, const char *title);
+/* The run's accounting, stored with the events queued before it. r is copied. */
+void stream_record_run(ck_stream *st, const store_run *r);
 /* The producer is done; the stream ends once everything queued is stored and sent. */
 void stream_finish(ck_stream *st);
 

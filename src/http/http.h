@@ -85,6 +85,13 @@ int http_sse_start(http_req *req, const char *extra_headers);
 /* Queues "data: " + json + "\n\n". Writes produced in one loop turn go out as one write.
  * Returns 0, or -ENOTCONN when the client is gone / was dropped for reading too slowly. */
 int http_sse_send(http_req *req, const char *json, size_t len);
+/* Backpressure for producers that can wait (a model stream): the bytes this SSE response has
+ * queued and the socket has not taken yet. */
+size_t http_sse_queued(const http_req *req);
+/* cb runs once, from the loop, when that queue is empty again (NULL cancels). Never runs after
+ * the connection closed. */
+typedef void (*http_drain_fn)(http_req *req, void *ud);
+void http_sse_on_drain(http_req *req, http_drain_fn cb, void *ud);
 /* Ends the stream (chunked terminator); the connection may be reused (keep-alive). */
 void http_sse_end(http_req *req);
 /* 1 while the client is still connected. */

@@ -93,6 +93,8 @@ typedef struct hreq {
     conn *c;      /* NULL once detached (answered or connection gone) */
     http_close_fn close_cb;
     void *close_ud;
+    http_drain_fn drain_cb;
+    void *drain_ud;
     buf hb; /* URL, then tracked header values; each NUL-terminated */
     buf body;
     uint32_t hoff[H_NTRACK]; /* offset + 1 in hb, 0 = absent */
@@ -115,6 +117,7 @@ struct conn {
     size_t trailer_bytes; /* chunked trailers count against max_body */
     unsigned nwrites;     /* uv_write requests in flight */
     size_t last_q;        /* write queue size when the timer was armed (progress check) */
+    size_t sse_big;       /* bytes of queued SSE events bigger than the slow-reader limit */
     unsigned short err_status;
     unsigned char st, phase, pause, keep_alive, sse_ka;
     unsigned char in_parse, want_flush, want_resume, wait_drain;
@@ -364,6 +367,17 @@ static size_t conn_queue(conn *c)
     return c->fake ? 0 : uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
 }
 
+/* Backpressure: tells a waiting SSE producer that everything it queued was written. */
+static void sse_drained(conn *c)
+{
+    hreq *r = c->req;
+    if (r && r->drain_cb && c->st == CS_SSE && !c->out.len && !conn_queue(c)) {
+        http_drain_fn cb = r->drain_cb;
+        r->drain_cb = NULL;
+        cb(&r->pub, r->drain_ud);
+    }
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     wreq *w = container_of(req, wreq, req);
@@ -387,6 +401,9 @@ static void on_write(uv_write_t *req, int status)
         c->want_resume = 1;
         srv_pending_add(c->srv, c);
     }
+    if (!conn_queue(c) && !c->out.len)
+        c->sse_big = 0;
+    sse_drained(c);
 }
 
 /* Writes a then b (b may be NULL). b_own, when set, is a malloc'd block holding b and is
@@ -1060,6 +1077,7 @@ static void conn_flush(conn *c)
     /* conn_write kept a copy of whatever the socket did not take: an idle stream holds no
      * buffer at all (they add up with thousands of open streams) */
     buf_free(&c->out);
+    sse_drained(c); /* the socket may have taken it all at once */
 }
 
 static int sse_queue(conn *c, const char *json, size_t len, int ping)
@@ -1067,11 +1085,17 @@ static int sse_queue(conn *c, const char *json, size_t len, int ping)
     http_server *srv = c->srv;
     size_t queued = c->out.len + conn_queue(c);
     size_t need = ping ? 8 : len + 8 + CHUNK_PREFIX;
-    if (srv->cfg.sse_max_queue && queued + need > srv->cfg.sse_max_queue) {
+    /* the limit is on a reader that does not keep up, not on the size of one event: an event
+     * bigger than the limit (the done item of a very long answer) still goes to a reader that
+     * has caught up */
+    size_t max = srv->cfg.sse_max_queue, limit = max + c->sse_big;
+    if (max && (queued >= limit || (need <= max && queued + need > limit))) {
         LOGW(c->req ? c->req->pub.rid : NULL, "slow SSE reader dropped", "queued=%zu", queued);
         conn_close(c);
         return -ENOTCONN;
     }
+    if (need > max)
+        c->sse_big += need; /* until the queue is empty again */
     if (!c->out.len && buf_append(&c->out, "          ", CHUNK_PREFIX))
         return -ENOBUFS;
     int rc = ping ? buf_puts(&c->out, ": ping\n\n") : sse_append_data(&c->out, json, len);
@@ -1518,6 +1542,19 @@ int http_sse_send(http_req *req, const char *json, size_t len)
     if (!r->sse || r->answered || c->st != CS_SSE)
         return -EINVAL;
     return sse_queue(c, json, len, 0);
+}
+
+size_t http_sse_queued(const http_req *req)
+{
+    const hreq *r = (const hreq *)req;
+    return r->c && r->c->st == CS_SSE ? r->c->out.len + conn_queue(r->c) : 0;
+}
+
+void http_sse_on_drain(http_req *req, http_drain_fn cb, void *ud)
+{
+    hreq *r = (hreq *)req;
+    r->drain_cb = cb;
+    r->drain_ud = ud;
 }
 
 void http_sse_end(http_req *req)

@@ -14,6 +14,12 @@ static json_t *text_block(json_t *text)
     return json_pack("{s:s,s:O}", "type", "text", "text", text);
 }
 
+static json_t *image_block(const char *mime, const char *data)
+{
+    return json_pack("{s:s,s:{s:s,s:s,s:s}}", "type", "image", "source", "type", "base64",
+                     "media_type", mime, "data", data);
+}
+
 /* Appends blocks (stolen) to the last message when it has the same role, else starts one:
  * Anthropic wants user and assistant strictly alternating. tool_result blocks go before any
  * other block of their user message, as the API requires. */
@@ -109,7 +115,14 @@ static int add_message(json_t *msgs, buf *sys, json_t *m)
     }
     if (strcmp(role, "user") && strcmp(role, "assistant"))
         return -EINVAL;
-    json_t *blocks = json_array();
+    json_t *blocks;
+    if (!strcmp(role, "user") && json_is_array(content)) {
+        if (!(blocks = llm_map_parts(content, text_block, image_block)))
+            return -EINVAL;
+        add_blocks(msgs, role, blocks);
+        return 0;
+    }
+    blocks = json_array();
     if (json_is_string(content) && json_string_length(content))
         json_array_append_new(blocks, text_block(content));
     if (!strcmp(role, "assistant") && json_array_size(calls)) {
@@ -143,8 +156,10 @@ static void compact(json_t *msgs)
     }
 }
 
-char *ant_body(const llm_request *req, const char *tool_choice, unsigned max_tokens)
+char *ant_body(const llm_request *req)
 {
+    const char *tool_choice = req->tool_choice;
+    unsigned max_tokens = req->max_tokens;
     if (!req->model || !json_is_array(req->messages))
         return NULL;
     json_t *msgs = json_array();
@@ -198,58 +213,14 @@ char *ant_body(const llm_request *req, const char *tool_choice, unsigned max_tok
 
 /* ---------- stream ---------- */
 
-void ant_dec_init(ant_dec *d, const llm_callbacks *cb, void *ud)
-{
-    memset(d, 0, sizeof *d);
-    d->cb = cb;
-    d->ud = ud;
-    for (int i = 0; i < ANT_MAX_TOOL_CALLS; i++)
-        d->calls[i].args = (buf)BUF_INIT(ANT_MAX_ARGS);
-}
-
-void ant_dec_free(ant_dec *d)
-{
-    for (int i = 0; i < ANT_MAX_TOOL_CALLS; i++) {
-        free(d->calls[i].id);
-        free(d->calls[i].name);
-        d->calls[i].id = d->calls[i].name = NULL;
-        buf_free(&d->calls[i].args);
-    }
-    d->ncalls = 0;
-}
-
-static int fail(const char **err, const char *msg)
-{
-    *err = msg;
-    return -EPROTO;
-}
-
-/* An error object from upstream: its message, cut and made safe for a log or a user. */
-static int upstream_error(json_t *e, char *errbuf, size_t errlen, const char **err)
-{
-    const char *msg = json_string_value(json_object_get(e, "message"));
-    snprintf(errbuf, errlen, "the model provider reported an error: %.200s",
-             msg ? msg : "(no message)");
-    *err = errbuf;
-    return -EIO;
-}
-
 static long long block_index(json_t *ev)
 {
     json_t *ix = json_object_get(ev, "index");
     return json_is_integer(ix) ? json_integer_value(ix) : 0; /* some servers omit it */
 }
 
-static ant_call *find_call(ant_dec *d, long long index)
-{
-    for (int i = 0; i < d->ncalls; i++)
-        if (d->calls[i].index == index)
-            return &d->calls[i];
-    return NULL;
-}
-
 /* Input tokens include the cached ones, as OpenAI's prompt_tokens do. */
-static void read_usage(ant_dec *d, json_t *u)
+static void read_usage(llm_dec *d, json_t *u)
 {
     if (!json_is_object(u))
         return;
@@ -264,79 +235,54 @@ static void read_usage(ant_dec *d, json_t *u)
         d->usage.output_tokens = json_integer_value(out); /* cumulative: the last one wins */
 }
 
-static void emit_text(ant_dec *d, json_t *text)
-{
-    if (json_is_string(text) && json_string_length(text)) {
-        d->text_seen = 1;
-        d->cb->on_text(d->ud, json_string_value(text), json_string_length(text));
-    }
-}
-
-static int block_start(ant_dec *d, json_t *ev, const char **err)
+static int block_start(llm_dec *d, json_t *ev, const char **err)
 {
     json_t *cb = json_object_get(ev, "content_block");
     const char *type = json_string_value(json_object_get(cb, "type"));
     if (!type)
         return 0;
     if (!strcmp(type, "text")) {
-        emit_text(d, json_object_get(cb, "text"));
+        llm_dec_text(d, json_object_get(cb, "text"));
         return 0;
     }
     if (strcmp(type, "tool_use"))
         return 0; /* thinking, server tools and their results are not ours */
-    long long k = block_index(ev);
-    ant_call *c = find_call(d, k);
-    if (!c) {
-        if (d->ncalls >= ANT_MAX_TOOL_CALLS)
-            return fail(err, "the model made too many tool calls at once");
-        c = &d->calls[d->ncalls++];
-        c->index = k;
-    }
-    const char *id = json_string_value(json_object_get(cb, "id"));
-    const char *name = json_string_value(json_object_get(cb, "name"));
+    tc_call *c = tc_slot(&d->calls, block_index(ev), 1, err);
+    if (!c)
+        return -EPROTO;
+    tc_name(c, json_string_value(json_object_get(cb, "id")), NULL,
+            json_string_value(json_object_get(cb, "name")));
     json_t *input = json_object_get(cb, "input");
-    if (id && !c->id)
-        c->id = xstrdup(id);
-    if (name && !c->name)
-        c->name = xstrdup(name);
     if (json_is_object(input) && json_object_size(input) && !c->args.len) {
         /* tolerated: the whole input up front instead of input_json_delta fragments */
-        char *s = json_dumps(input, JSON_COMPACT);
-        int rc = s ? buf_puts(&c->args, s) : -ENOMEM;
-        free(s);
-        if (rc)
-            return fail(err, "the model's tool call arguments are too large");
+        if (tc_args(c, input, 0, err))
+            return -EPROTO;
         c->preset = 1;
     }
     return 0;
 }
 
-static int block_delta(ant_dec *d, json_t *ev, const char **err)
+static int block_delta(llm_dec *d, json_t *ev, const char **err)
 {
     json_t *delta = json_object_get(ev, "delta");
     const char *type = json_string_value(json_object_get(delta, "type"));
     if (!type)
         return 0;
     if (!strcmp(type, "text_delta")) {
-        emit_text(d, json_object_get(delta, "text"));
+        llm_dec_text(d, json_object_get(delta, "text"));
         return 0;
     }
     if (strcmp(type, "input_json_delta"))
         return 0; /* thinking, signature, citations */
     json_t *pj = json_object_get(delta, "partial_json");
-    ant_call *c = find_call(d, block_index(ev));
+    const char *ignored;
+    tc_call *c = tc_slot(&d->calls, block_index(ev), 0, &ignored);
     if (!c || !json_is_string(pj) || !json_string_length(pj))
         return 0; /* a server tool's input, or nothing to add */
-    if (c->preset) {
-        buf_reset(&c->args);
-        c->preset = 0;
-    }
-    if (buf_append(&c->args, json_string_value(pj), json_string_length(pj)))
-        return fail(err, "the model's tool call arguments are too large");
-    return 0;
+    return tc_args(c, pj, 0, err);
 }
 
-int ant_dec_event(ant_dec *d, const char *event, const char *data, size_t len, char *errbuf,
+int ant_dec_event(llm_dec *d, const char *event, const char *data, size_t len, char *errbuf,
                   size_t errlen, const char **err)
 {
     if (event && !strcmp(event, "ping"))
@@ -345,7 +291,7 @@ int ant_dec_event(ant_dec *d, const char *event, const char *data, size_t len, c
     json_t *ev = json_loadb(data, len, 0, &je);
     if (!json_is_object(ev)) {
         json_decref(ev);
-        return fail(err, "the model provider sent a malformed stream");
+        return llm_fail(err, "the model provider sent a malformed stream");
     }
     const char *type = event;
     if (!type || !*type || !strcmp(type, "message")) /* no event: line: the JSON says */
@@ -354,7 +300,9 @@ int ant_dec_event(ant_dec *d, const char *event, const char *data, size_t len, c
     if (!type) {
         /* nothing to route on: ignored, like an unknown event */
     } else if (!strcmp(type, "error")) {
-        rc = upstream_error(json_object_get(ev, "error"), errbuf, errlen, err);
+        rc = llm_upstream_error(
+            json_string_value(json_object_get(json_object_get(ev, "error"), "message")), errbuf,
+            errlen, err);
     } else if (!strcmp(type, "message_start")) {
         read_usage(d, json_object_get(json_object_get(ev, "message"), "usage"));
     } else if (!strcmp(type, "content_block_start")) {
@@ -373,30 +321,4 @@ int ant_dec_event(ant_dec *d, const char *event, const char *data, size_t len, c
     } /* content_block_stop, ping and unknown events: nothing to do */
     json_decref(ev);
     return rc;
-}
-
-int ant_dec_end(ant_dec *d, const char **err)
-{
-    if (!d->done && !d->stop[0])
-        return fail(err, "the model's answer was cut off");
-    int order[ANT_MAX_TOOL_CALLS];
-    for (int i = 0; i < d->ncalls; i++) { /* by block index; they nearly always come sorted */
-        int j = i;
-        while (j > 0 && d->calls[order[j - 1]].index > d->calls[i].index) {
-            order[j] = order[j - 1];
-            j--;
-        }
-        order[j] = i;
-    }
-    for (int i = 0; i < d->ncalls; i++) {
-        ant_call *c = &d->calls[order[i]];
-        if (!c->name)
-            continue; /* a block that never got a name is not a call */
-        char id[32];
-        if (!c->id)
-            snprintf(id, sizeof id, "toolu_%lld", c->index);
-        d->cb->on_tool_call(d->ud, c->id ? c->id : id, c->name, c->args.len ? c->args.data : "{}");
-    }
-    d->cb->on_done(d->ud, &d->usage);
-    return 0;
 }

@@ -190,18 +190,4 @@ static void demo_cancel(llm_call *c)
         finish(c);
 }
 
-const llm_provider llm_demo_provider = {"demo", demo_start, demo_cancel};
-
-const llm_provider *llm_provider_find(const char *spec, const char **model_out)
-{
-    if (!spec || !strcmp(spec, "demo") || !strncmp(spec, "demo:", 5)) {
-        *model_out = spec && spec[4] == ':' ? spec + 5 : "demo";
-        return &llm_demo_provider;
-    }
-    if (!strncmp(spec, "openai:", 7) && spec[7]) {
-        *model_out = spec + 7;
-        return &llm_openai_provider;
-    }
-    *model_out = spec;
-    return NULL;
-}
+const llm_provider llm_demo_provider = {"demo", demo_start, demo_cancel, NULL};

@@ -1,5 +1,5 @@
-/* The model interface every provider implements (demo now; OpenAI and Anthropic adapters
- * plug in here). A call streams callbacks on the loop thread until exactly one of on_done or
+/* The model interface every provider implements: the offline demo, and the HTTP providers
+ * (upstream.c) for OpenAI Chat Completions, OpenAI Responses and Anthropic Messages. A call streams callbacks on the loop thread until exactly one of on_done or
  * on_error, unless llm_cancel was called first (then no callback runs after it returns).
  *
  * Input (llm_request.messages) is a JSON array in one neutral shape the adapters translate:
@@ -43,6 +43,8 @@ typedef struct llm_request {
     unsigned connect_timeout_ms;    /* 0 = the HTTP client's default */
     unsigned first_byte_timeout_ms;
     unsigned idle_timeout_ms;       /* longest silence inside a streaming answer */
+    const char *tool_choice; /* NULL, or the name of an offered tool the model must call */
+    unsigned max_tokens;     /* 0 = the provider's default (Anthropic requires one: 4096) */
 } llm_request;
 
 typedef struct llm_provider {
@@ -50,6 +52,8 @@ typedef struct llm_provider {
     llm_call *(*start)(uv_loop_t *loop, const llm_request *req, const llm_callbacks *cb,
                        void *ud);
     void (*cancel)(llm_call *call);
+    /* Backpressure (may be NULL): a paused call reads nothing more from upstream. */
+    void (*pause)(llm_call *call, int paused);
 } llm_provider;
 
 /* Resolves "provider:model" (or "demo"). Returns NULL for an unknown or not yet available
@@ -59,6 +63,8 @@ const llm_provider *llm_provider_find(const char *spec, const char **model_out);
 void llm_providers_shutdown(void);
 
 extern const llm_provider llm_demo_provider;
-extern const llm_provider llm_openai_provider; /* "openai:MODEL", Chat Completions */
+extern const llm_provider llm_openai_provider;    /* "openai:MODEL", Chat Completions */
+extern const llm_provider llm_responses_provider; /* "openai-responses:MODEL" */
+extern const llm_provider llm_anthropic_provider; /* "anthropic:MODEL", Messages */
 
 #endif

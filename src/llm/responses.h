@@ -9,48 +9,18 @@
 #include <jansson.h>
 
 #include "llm/provider.h"
-#include "util/buf.h"
+#include "llm/decode.h"
 
-#define RSP_MAX_TOOL_CALLS 64         /* output_index range of the calls in one answer */
-#define RSP_MAX_ARGS       (1u << 20) /* one call's arguments, bytes */
 
 /* The request body (stream: true; system messages joined into "instructions") as compact
- * JSON; caller frees. tool_choice: NULL, or a tool name the model must call. Returns NULL on a
+ * JSON; caller frees. req->tool_choice: NULL, or a tool name the model must call. Returns NULL on a
  * malformed message or tool list. */
-char *rsp_body(const llm_request *req, const char *tool_choice);
+char *rsp_body(const llm_request *req);
 
-typedef struct rsp_call {
-    char *id;      /* call_id: what the tool result refers to */
-    char *item_id; /* the output item's id ("fc_…"), to find the call without output_index */
-    char *name;
-    buf args;
-} rsp_call;
-
-/* Decoder of one streamed answer. Feed it every SSE event in order. */
-typedef struct rsp_dec {
-    const llm_callbacks *cb;
-    void *ud;
-    rsp_call calls[RSP_MAX_TOOL_CALLS];
-    int ncalls; /* highest output_index seen + 1 */
-    int last;   /* the call started last, -1 before any */
-    llm_usage usage;
-    char incomplete[32]; /* response.incomplete's reason ("max_output_tokens"…), "" if none */
-    int text_seen;       /* a text delta went out (a failure after it is not retryable) */
-    int refusal_seen;    /* the model refused (refusal deltas are not shown as text) */
-    int done;            /* a terminal event (completed or incomplete) was seen */
-} rsp_dec;
-
-void rsp_dec_init(rsp_dec *d, const llm_callbacks *cb, void *ud);
-/* One SSE event: its name (NULL, or "message" when the stream had no `event:` line: then only
- * the JSON "type" counts) and its data payload. Returns 0 to go on, 1 after a terminal event
- * (later events are ignored), or < 0 when the stream carried an error (error event,
- * response.failed) or was malformed: *err then holds a message safe to show (static or in
- * errbuf). Text deltas are delivered as they come; tool calls are held until rsp_dec_end. */
-int rsp_dec_event(rsp_dec *d, const char *event, const char *data, size_t len, char *errbuf,
+/* One SSE event of a Responses stream (see llm_dec in decode.h): the JSON "type" decides, the
+ * event name only when it is missing. response.completed and response.incomplete (its reason in
+ * d->stop) are terminal; later events are ignored. */
+int rsp_dec_event(llm_dec *d, const char *event, const char *data, size_t len, char *errbuf,
                   size_t errlen, const char **err);
-/* End of the stream: emits the tool calls (in output_index order) then on_done. Returns 0, or
- * < 0 if no terminal event was seen (cut off): *err says so, nothing emitted. */
-int rsp_dec_end(rsp_dec *d, const char **err);
-void rsp_dec_free(rsp_dec *d);
 
 #endif

@@ -13,6 +13,10 @@ struct run {
     ck_stream *st;
     const llm_provider *prov;
     llm_call *call;
+    char spec[160];     /* "provider:model" this run uses (after defaults and the client's pick) */
+    char *base_url;     /* the provider's base URL (the agent's, else the environment's) */
+    const char *api_key; /* config or environment string; never copied, logged or shown */
+    char *tool_choice;  /* an offered tool the client asked the model to call, or NULL */
     json_t *item; /* the assistant message being streamed: {id, thread_id, created_at, type};
                    * its text lives in `text` */
     buf text;     /* its text so far */
@@ -20,7 +24,7 @@ struct run {
     int in_cb; /* inside a provider callback: defer the free */
     int dead;  /* cancelled or finished */
     /* what a retry sends again */
-    const char *model;  /* inside the stream's agent */
+    const char *model;  /* inside spec */
     json_t *messages;
     unsigned attempt;   /* retries made so far */
     int output;         /* this attempt produced text or items: a failure is not retried */
@@ -28,9 +32,22 @@ struct run {
     json_t *tools;      /* the tool definitions offered to the model (NULL: none) */
     json_t *calls;      /* tool calls of the current answer, run when it is done */
     unsigned rounds;    /* model calls answered with tool calls so far */
+    /* the tool calls of one answer, run together */
+    json_t *round;      /* the calls being executed */
+    json_t *results;    /* their results (strings; null while running) */
+    size_t running;     /* calls not finished yet */
+    int starting;       /* inside tools_start: completions only count */
+    /* accounting (store_run) */
+    llm_usage usage;
+    unsigned model_calls, tool_calls;
+    int64_t started_us;
+    /* the title request, running beside the turn */
+    llm_call *title_call;
+    buf title;          /* its text so far */
+    int title_done;     /* the model's title was set (no fallback needed) */
+    int answered;       /* the turn is over; the run ends once the title call is too */
+    const char *end_status; /* what the turn ended as */
 };
-
-#define MAX_TOOL_ROUNDS 8 /* a model that keeps calling tools is stopped here */
 
 /* ---- built-in tools ---- */
 
@@ -78,18 +95,66 @@ static json_t *tool_defs(const json_t *names)
     return defs;
 }
 
-/* "get_current_time" -> "Executing Get current time..." (the seed's progress text) */
-static void progress_for_call(run *r, const char *name)
+/* Up to max characters of s (UTF-8), with "..." when cut (Rails' truncate). */
+static void put_truncated(buf *b, const char *s, size_t max)
 {
-    char text[160];
-    size_t n = (size_t)snprintf(text, sizeof text, "Executing %.100s", name);
-    for (size_t i = 10; i < n; i++)
-        if (text[i] == '_')
-            text[i] = ' ';
-    if (text[10] >= 'a' && text[10] <= 'z')
-        text[10] = (char)(text[10] - 'a' + 'A');
-    snprintf(text + n, sizeof text - n, "...");
-    stream_progress(r->st, "bolt", text);
+    size_t i = 0, chars = 0, cut = 0;
+    while (s[i]) {
+        if (chars == max - 3)
+            cut = i;
+        i++;
+        while (((unsigned char)s[i] & 0xC0) == 0x80)
+            i++;
+        if (++chars > max) {
+            buf_append(b, s, cut);
+            buf_puts(b, "...");
+            return;
+        }
+    }
+    buf_puts(b, s);
+}
+
+/* The seed's progress text and icon for a tool call (streaming.md, tool_progress_text). */
+static void progress_for_call(run *r, const char *name, const char *arguments)
+{
+    json_t *args = json_loads(arguments ? arguments : "{}", 0, NULL);
+    const char *query = json_string_value(json_object_get(args, "query"));
+    const char *icon = "bolt";
+    buf b = BUF_INIT(0);
+    if (query && !*query)
+        query = NULL;
+    if (strstr(name, "search") || !strcmp(name, "find_quotes")) {
+        int search = strstr(name, "search") != NULL;
+        icon = "search";
+        if (query) {
+            buf_puts(&b, search ? "Searching for \"" : "Finding quotes for \"");
+            put_truncated(&b, query, 50);
+            buf_puts(&b, "\"...");
+        } else {
+            buf_puts(&b, search ? "Searching knowledge base..." : "Finding relevant quotes...");
+        }
+    } else if (!strcmp(name, "remember") || !strcmp(name, "recall")) {
+        icon = "book-open";
+        buf_puts(&b, name[2] == 'm' ? "Saving to memory..." : "Recalling from memory...");
+    } else {
+        /* "get_current_time" -> "Executing Get current time..." (Rails' humanize) */
+        buf_puts(&b, "Executing ");
+        size_t at = b.len;
+        put_truncated(&b, name, 60);
+        for (size_t i = at; i < b.len; i++) {
+            char ch = b.data[i];
+            if (ch == '_' || ch == '-')
+                b.data[i] = ' ';
+            else if (ch >= 'A' && ch <= 'Z' && i > at)
+                b.data[i] = (char)(ch - 'A' + 'a');
+        }
+        if (b.data[at] >= 'a' && b.data[at] <= 'z')
+            b.data[at] = (char)(b.data[at] - 'a' + 'A');
+        buf_puts(&b, "...");
+    }
+    stream_progress(r->st, icon, b.data);
+    buf_free(&b);
+    json_decref(args);
 }
 
 #define RETRY_MAX_MS 30000 /* a longer Retry-After is not waited for: the user decides */
@@ -110,6 +175,11 @@ static void stop_retry(run *r)
 static void run_free(run *r)
 {
     stop_retry(r);
+    free(r->base_url);
+    free(r->tool_choice);
+    buf_free(&r->title);
+    json_decref(r->round);
+    json_decref(r->results);
     json_decref(r->tools);
     json_decref(r->calls);
     json_decref(r->messages);
@@ -164,19 +234,16 @@ static void close_message(run *r)
     buf_free(&r->text);
 }
 
-/* First user message, at most TITLE_MAX characters, cut at a word boundary when it is
- * longer. */
-static void set_title(run *r)
+/* A title from s: the first line, at most TITLE_MAX characters, cut at a word boundary when
+ * longer, without surrounding quotes or a final period. NULL when nothing is left. */
+static char *title_from(const char *s)
 {
-    const store_thread *t = stream_thread(r->st);
-    if (t->title || !r->title_text || !stream_app(r->st)->cfg->title_enabled)
-        return;
-    const char *s = r->title_text;
-    while (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r')
+    while (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r' || *s == '"' || *s == '\'' ||
+           *s == '#' || *s == '*')
         s++;
     size_t chars = 0, i = 0, last_space = 0, last_space_chars = 0;
-    while (s[i] && chars < TITLE_MAX) {
-        if (s[i] == ' ' || s[i] == '\n') {
+    while (s[i] && s[i] != '\n' && chars < TITLE_MAX) {
+        if (s[i] == ' ') {
             last_space = i;
             last_space_chars = chars;
         }
@@ -186,24 +253,85 @@ static void set_title(run *r)
         chars++;
     }
     size_t n = i;
-    if (s[i] && last_space > 0 && last_space_chars > TITLE_MAX / 2)
+    if (s[i] && s[i] != '\n' && last_space > 0 && last_space_chars > TITLE_MAX / 2)
         n = last_space; /* longer than the limit: end at the last word boundary */
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\n'))
+    while (n > 0 && strchr(" \r\t\"'.*", s[n - 1]))
         n--;
     if (!n)
-        return;
+        return NULL;
     char *title = xstrndup(s, n);
     for (char *p = title; *p; p++)
-        if (*p == '\n' || *p == '\r' || *p == '\t')
+        if (*p == '\r' || *p == '\t')
             *p = ' ';
-    stream_set_title(r->st, title);
-    free(title);
+    return title;
 }
 
-static void end_run(run *r)
+static void set_title(run *r, const char *text)
 {
+    char *t = text ? title_from(text) : NULL;
+    if (t) {
+        stream_set_title(r->st, t);
+        r->title_done = 1;
+    }
+    free(t);
+}
+
+/* The run is over: the title from the user's text unless the model gave one, the run's
+ * accounting stored, the stream finished. */
+static void finish_run(run *r)
+{
+    stop_retry(r);
+    if (!r->title_done && r->title_text && !stream_thread(r->st)->title &&
+        stream_app(r->st)->cfg->title_enabled)
+        set_title(r, r->title_text);
+    store_run rec;
+    memset(&rec, 0, sizeof rec);
+    snprintf(rec.thread_id, sizeof rec.thread_id, "%s", stream_thread(r->st)->id);
+    snprintf(rec.agent_id, sizeof rec.agent_id, "%s", stream_agent(r->st)->id);
+    snprintf(rec.model, sizeof rec.model, "%.127s", r->spec);
+    snprintf(rec.status, sizeof rec.status, "%s", r->end_status ? r->end_status : "cancelled");
+    rec.input_tokens = r->usage.input_tokens;
+    rec.output_tokens = r->usage.output_tokens;
+    rec.model_calls = r->model_calls;
+    rec.tool_calls = r->tool_calls;
+    rec.started_us = r->started_us;
+    rec.ended_us = ts_now_us();
+    stream_record_run(r->st, &rec);
+    LOGD(stream_rid(r->st), "run done", "status=%s in_tokens=%lld out_tokens=%lld calls=%u",
+         rec.status, (long long)rec.input_tokens, (long long)rec.output_tokens, rec.model_calls);
     r->dead = 1;
     stream_finish(r->st);
+}
+
+#define TITLE_WAIT_MS 3000 /* how long a finished turn waits for its title */
+
+static void on_title_wait(uv_timer_t *t)
+{
+    run *r = t->data;
+    r->in_cb++;
+    stop_retry(r);
+    if (r->title_call) {
+        r->prov->cancel(r->title_call);
+        r->title_call = NULL;
+    }
+    finish_run(r);
+    leave(r);
+}
+
+/* The turn is over (status "completed" or "failed"); the run ends now, or once the title
+ * request running beside it is done (TITLE_WAIT_MS at most). */
+static void end_run(run *r, const char *status)
+{
+    r->answered = 1;
+    r->end_status = status;
+    if (!r->title_call) {
+        finish_run(r);
+        return;
+    }
+    r->retry = xmalloc(sizeof *r->retry);
+    uv_timer_init(stream_app(r->st)->loop, r->retry);
+    r->retry->data = r;
+    uv_timer_start(r->retry, on_title_wait, TITLE_WAIT_MS, 0);
 }
 
 static void on_text(void *ud, const char *delta, size_t len)
@@ -297,55 +425,104 @@ static void on_tool_call(void *ud, const char *call_id, const char *name, const 
 }
 
 static void start_call(run *r);
+static void tools_finish(run *r);
 
-/* The answer asked for tools: run them, store each call and result as a hidden item (the
- * model's, never the client's), and ask the model again with the results. */
-static void run_tools(run *r)
+/* Call i of the round has its result (malloc'd text, taken). */
+static void tool_result(run *r, size_t i, char *result)
+{
+    json_array_set_new(r->results, i, json_string(result));
+    free(result);
+    if (--r->running == 0 && !r->starting)
+        tools_finish(r);
+}
+
+/* Runs one call: a built-in the agent offers, else an error result for the model. */
+static void tool_exec(run *r, size_t i, json_t *c)
+{
+    const char *name = json_string_value(json_object_get(c, "name"));
+    const char *args = json_string_value(json_object_get(c, "arguments"));
+    const struct builtin *b = builtin_find(name);
+    int offered = 0;
+    size_t k;
+    json_t *n;
+    json_array_foreach(json_object_get(stream_agent(r->st)->config, "tools"), k, n)
+        offered |= json_is_string(n) && !strcmp(json_string_value(n), name);
+    json_t *jargs = json_loads(args ? args : "{}", 0, NULL);
+    char *result;
+    if (!b || !offered)
+        result = xstrdup("Error: there is no such tool.");
+    else if (!json_is_object(jargs))
+        result = xstrdup("Error: the arguments are not a JSON object.");
+    else
+        result = b->exec(jargs);
+    json_decref(jargs);
+    tool_result(r, i, result);
+}
+
+/* The answer asked for tools: announce each call, run them all at once, and when every one
+ * has its result (tools_finish) store each call and result as a hidden item (the model's,
+ * never the client's) and ask the model again. */
+static void tools_start(run *r)
 {
     json_t *calls = r->calls;
     r->calls = NULL;
+    r->round = calls;
+    r->results = json_array();
     json_t *asked = json_array();
     size_t i;
     json_t *c;
     json_array_foreach(calls, i, c)
+    {
+        json_array_append_new(r->results, json_null());
         json_array_append_new(asked, json_pack("{s:O,s:O,s:O}", "id", json_object_get(c, "id"),
                                                "name", json_object_get(c, "name"), "arguments",
                                                json_object_get(c, "arguments")));
+    }
     json_array_append_new(r->messages, json_pack("{s:s,s:o}", "role", "assistant", "tool_calls",
                                                  asked));
     json_array_foreach(calls, i, c)
+        progress_for_call(r, json_string_value(json_object_get(c, "name")),
+                          json_string_value(json_object_get(c, "arguments")));
+    r->running = json_array_size(calls);
+    r->starting = 1;
+    json_array_foreach(calls, i, c)
+        tool_exec(r, i, c);
+    r->starting = 0;
+    if (!r->running)
+        tools_finish(r);
+}
+
+static void tools_finish(run *r)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(r->round, i, c)
     {
-        const char *name = json_string_value(json_object_get(c, "name"));
-        const char *args = json_string_value(json_object_get(c, "arguments"));
-        const struct builtin *b = builtin_find(name);
-        const json_t *allowed = stream_agent(r->st)->tools;
-        int offered = 0;
-        size_t k;
-        json_t *n;
-        json_array_foreach(allowed, k, n) offered |= json_is_string(n) && !strcmp(json_string_value(n), name);
-        progress_for_call(r, name);
-        char *result;
-        json_t *jargs = json_loads(args ? args : "{}", 0, NULL);
-        if (!b || !offered) {
-            result = xstrdup("Error: there is no such tool.");
-        } else if (!json_is_object(jargs)) {
-            result = xstrdup("Error: the arguments are not a JSON object.");
-        } else {
-            result = b->exec(jargs);
-        }
-        json_decref(jargs);
+        json_t *result = json_array_get(r->results, i);
         json_t *note = stream_new_item(r->st, "msg", "hidden_context_item");
-        json_object_set_new(note, "content",
-                            json_pack("{s:O,s:s}", "tool_call", c, "tool_result", result));
+        /* call_index > 0: made in the same answer as the one before (history groups them) */
+        json_object_set_new(note, "content", json_pack("{s:O,s:O,s:I}", "tool_call", c,
+                                                        "tool_result", result, "call_index",
+                                                        (json_int_t)i));
         stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", note));
-        json_array_append_new(r->messages,
-                              json_pack("{s:s,s:O,s:s}", "role", "tool", "tool_call_id",
-                                        json_object_get(c, "id"), "content", result));
-        free(result);
+        json_array_append_new(r->messages, json_pack("{s:s,s:O,s:O}", "role", "tool",
+                                                     "tool_call_id", json_object_get(c, "id"),
+                                                     "content", result));
+        r->tool_calls++;
     }
-    json_decref(calls);
+    json_decref(r->round);
+    json_decref(r->results);
+    r->round = r->results = NULL;
     r->attempt = 0;
     start_call(r);
+}
+
+static void add_usage(run *r, const llm_usage *u)
+{
+    if (u) {
+        r->usage.input_tokens += u->input_tokens;
+        r->usage.output_tokens += u->output_tokens;
+    }
 }
 
 static void on_done(void *ud, const llm_usage *u)
@@ -354,21 +531,17 @@ static void on_done(void *ud, const llm_usage *u)
     r->in_cb++;
     close_message(r);
     r->call = NULL;
-    if (r->calls) {
-        if (++r->rounds < MAX_TOOL_ROUNDS) {
-            run_tools(r);
-            leave(r);
-            return;
-        }
+    add_usage(r, u);
+    if (!r->calls) {
+        end_run(r, "completed");
+    } else if (++r->rounds < stream_app(r->st)->cfg->max_tool_rounds) {
+        tools_start(r);
+    } else {
         json_decref(r->calls);
         r->calls = NULL;
         stream_error(r->st, "custom", "The model kept calling tools without answering.", 1);
+        end_run(r, "failed");
     }
-    set_title(r);
-    LOGD(stream_rid(r->st), "turn done", "in_tokens=%lld out_tokens=%lld",
-         (long long)u->input_tokens, (long long)u->output_tokens);
-    r->call = NULL;
-    end_run(r);
     leave(r);
 }
 
@@ -405,17 +578,169 @@ static void on_error(void *ud, const char *message, int retryable, unsigned retr
         return;
     }
     close_message(r); /* text received so far is kept */
-    set_title(r);     /* the title comes from the user's message, which is stored */
     char q[256];
     LOGW(stream_rid(r->st), "model failed", "err=\"%s\"", log_quote(message, q, sizeof q));
-    stream_error(r->st, "custom", message, retryable);
-    end_run(r);
+    /* the user may try again after a transient failure, and after one that cut an answer
+     * short; not when retrying cannot help (a bad key, a refused request) */
+    stream_error(r->st, "custom", message, retryable || r->output);
+    end_run(r, "failed");
     leave(r);
 }
 
 static const llm_callbacks callbacks = {on_text, on_tool_call, on_done, on_error};
 
-void run_start(ck_stream *st, json_t *messages, const char *title_text)
+/* ---- the title request ---- */
+
+static void title_text(void *ud, const char *delta, size_t len)
+{
+    run *r = ud;
+    buf_append(&r->title, delta, len); /* past the cap: ignored */
+}
+
+static void title_tool(void *ud, const char *id, const char *name, const char *arguments)
+{
+    (void)ud, (void)id, (void)name, (void)arguments; /* no tools offered: ignored */
+}
+
+static void title_over(run *r)
+{
+    r->title_call = NULL;
+    if (r->answered) {
+        stop_retry(r); /* the wait is over */
+        finish_run(r);
+    }
+    leave(r);
+}
+
+static void title_done(void *ud, const llm_usage *u)
+{
+    run *r = ud;
+    r->in_cb++;
+    add_usage(r, u);
+    if (r->title.len)
+        set_title(r, r->title.data);
+    title_over(r);
+}
+
+static void title_error(void *ud, const char *message, int retryable, unsigned retry_after_ms)
+{
+    (void)retryable, (void)retry_after_ms;
+    run *r = ud;
+    r->in_cb++;
+    char q[256];
+    LOGI(stream_rid(r->st), "title request failed", "err=\"%s\"", log_quote(message, q, sizeof q));
+    title_over(r); /* the user's text gives the title */
+}
+
+static const llm_callbacks title_callbacks = {title_text, title_tool, title_done, title_error};
+
+#define TITLE_PROMPT                                                                              \
+    "Write a short title (at most six words) for a conversation that begins with the user's "     \
+    "message below. Answer with the title only: no quotes, no final period."
+
+static llm_request base_request(run *r)
+{
+    const config *cfg = stream_app(r->st)->cfg;
+    llm_request q = {.model = r->model,
+                     .messages = r->messages,
+                     .tools = r->tools,
+                     .delay_ms = cfg->demo_delay_ms,
+                     .base_url = r->base_url,
+                     .api_key = r->api_key,
+                     .connect_timeout_ms = cfg->llm_connect_timeout_ms,
+                     .first_byte_timeout_ms = cfg->llm_first_byte_timeout_ms,
+                     .idle_timeout_ms = cfg->llm_idle_timeout_ms,
+                     .tool_choice = r->tool_choice};
+    return q;
+}
+
+/* A title from the model, asked beside the turn (a small second request), for a thread that
+ * has none yet. The demo model has nothing better than the user's own words. */
+static void start_title(run *r)
+{
+    const config *cfg = stream_app(r->st)->cfg;
+    if (!r->title_text || !*r->title_text || stream_thread(r->st)->title || !cfg->title_enabled ||
+        !cfg->model_titles || r->prov == &llm_demo_provider)
+        return;
+    json_t *msgs = json_pack("[{s:s,s:s},{s:s,s:s}]", "role", "system", "content", TITLE_PROMPT,
+                             "role", "user", "content", r->title_text);
+    llm_request q = base_request(r);
+    q.messages = msgs;
+    q.tools = NULL;
+    q.tool_choice = NULL;
+    q.max_tokens = 32;
+    r->title = (buf)BUF_INIT(512);
+    r->model_calls++;
+    r->title_call = r->prov->start(stream_app(r->st)->loop, &q, &title_callbacks, r);
+    json_decref(msgs);
+}
+
+/* ---- starting ---- */
+
+/* What agents with model "default" run. */
+static const char *default_spec(const config *cfg)
+{
+    if (cfg->default_model && *cfg->default_model)
+        return cfg->default_model;
+    if (cfg->openai_api_key && *cfg->openai_api_key)
+        return "openai:gpt-4.1-mini";
+    if (cfg->anthropic_api_key && *cfg->anthropic_api_key)
+        return "anthropic:claude-sonnet-4-5";
+    return "demo";
+}
+
+/* The model (the agent's, or the client's inference_options.model when the agent allows it),
+ * its provider, base URL and key. Returns 0, or -1 with a message for the user in err. */
+static int resolve_model(run *r, const json_t *options, char *err, size_t errlen)
+{
+    const config *cfg = stream_app(r->st)->cfg;
+    const ck_agent *a = stream_agent(r->st);
+    const char *spec = strcmp(a->model, "default") ? a->model : default_spec(cfg);
+    const char *want = json_string_value(json_object_get(options, "model"));
+    if (want && *want) {
+        int ok = 0;
+        size_t i;
+        json_t *m;
+        json_array_foreach(json_object_get(a->config, "models"), i, m)
+            ok |= json_is_string(m) && !strcmp(json_string_value(m), want);
+        const char *colon = strchr(spec, ':');
+        if (!ok)
+            LOGD(stream_rid(r->st), "inference_options.model not allowed; ignored", "model=%.100s",
+                 want);
+        else if (llm_provider_find(want, &r->model)) /* a whole "provider:model" spec */
+            snprintf(r->spec, sizeof r->spec, "%s", want);
+        else
+            snprintf(r->spec, sizeof r->spec, "%.*s:%s", colon ? (int)(colon - spec) : 4,
+                     colon ? spec : "demo", want);
+    }
+    if (!r->spec[0])
+        snprintf(r->spec, sizeof r->spec, "%s", spec);
+    r->prov = llm_provider_find(r->spec, &r->model);
+    if (!r->prov) {
+        snprintf(err, errlen, "The model \"%.80s\" of this agent is not available in this build.",
+                 r->spec);
+        return -1;
+    }
+    int anthropic = r->prov == &llm_anthropic_provider;
+    const char *base = json_string_value(json_object_get(a->config, "base_url"));
+    const char *key_env = json_string_value(json_object_get(a->config, "api_key_env"));
+    r->base_url = xstrdup(base && *base ? base
+                          : anthropic   ? cfg->anthropic_base_url
+                                        : cfg->openai_base_url);
+    if (key_env && *key_env) {
+        r->api_key = getenv(key_env);
+        if (!r->api_key || !*r->api_key) {
+            snprintf(err, errlen, "This agent's API key is not configured (%.64s is not set).",
+                     key_env);
+            return -1;
+        }
+    } else {
+        r->api_key = anthropic ? cfg->anthropic_api_key : cfg->openai_api_key;
+    }
+    return 0;
+}
+
+void run_start(ck_stream *st, json_t *messages, const char *title_text, const json_t *options)
 {
     if (stream_cancelled(st)) {
         /* the client left before the stream began: what it sent is stored, the model is not
@@ -428,46 +753,40 @@ void run_start(ck_stream *st, json_t *messages, const char *title_text)
     run *r = xcalloc(1, sizeof *r);
     r->st = st;
     r->text = (buf)BUF_INIT(0);
+    r->title = (buf)BUF_INIT(512);
     r->title_text = title_text ? xstrdup(title_text) : NULL;
+    r->started_us = ts_now_us();
+    r->messages = messages; /* kept: a retry sends it again */
     stream_progress(st, "sparkle", "Analyzing your request...");
-    const char *model = NULL;
-    r->prov = llm_provider_find(agent->model, &model);
-    if (!r->prov) {
-        char msg[200];
-        snprintf(msg, sizeof msg,
-                 "The model \"%.80s\" of this agent is not available in this "
-                 "build.",
-                 agent->model);
-        stream_error(st, "custom", msg, 0);
-        json_decref(messages);
-        stream_finish(st);
+    char err[200];
+    if (resolve_model(r, options, err, sizeof err)) {
+        stream_error(st, "custom", err, 0);
+        r->end_status = "failed";
+        finish_run(r);
         run_free(r);
         return;
     }
     if (agent->instructions && *agent->instructions)
         json_array_insert_new(
             messages, 0, json_pack("{s:s,s:s}", "role", "system", "content", agent->instructions));
-    r->model = model;
-    r->messages = messages; /* kept: a retry sends it again */
-    r->tools = tool_defs(agent->tools);
+    r->tools = tool_defs(json_object_get(agent->config, "tools"));
+    const char *tc = json_string_value(json_object_get(json_object_get(options, "tool_choice"), "id"));
+    size_t i;
+    json_t *t;
+    json_array_foreach(r->tools, i, t)
+        if (tc && !r->tool_choice && !strcmp(json_string_value(json_object_get(t, "name")), tc))
+            r->tool_choice = xstrdup(tc); /* only a tool the model is offered */
     stream_set_run(st, r);
     start_call(r);
+    start_title(r);
 }
 
 static void start_call(run *r)
 {
-    const config *cfg = stream_app(r->st)->cfg;
-    llm_request req = {r->model,
-                       r->messages,
-                       r->tools,
-                       cfg->demo_delay_ms,
-                       cfg->openai_base_url,
-                       cfg->openai_api_key,
-                       cfg->llm_connect_timeout_ms,
-                       cfg->llm_first_byte_timeout_ms,
-                       cfg->llm_idle_timeout_ms};
+    llm_request q = base_request(r);
     r->output = 0;
-    r->call = r->prov->start(stream_app(r->st)->loop, &req, &callbacks, r);
+    r->model_calls++;
+    r->call = r->prov->start(stream_app(r->st)->loop, &q, &callbacks, r);
 }
 
 void run_action(ck_stream *st, json_t *action, json_t *widget_item, json_t *history)
@@ -487,18 +806,28 @@ void run_action(ck_stream *st, json_t *action, json_t *widget_item, json_t *hist
              json_string_value(json_object_get(action, "type")), payload ? payload : "null");
     free(payload);
     json_array_append_new(history, json_pack("{s:s,s:s}", "role", "user", "content", text));
-    run_start(st, history, NULL);
+    run_start(st, history, NULL, NULL);
+}
+
+void run_pause(run *r, int paused)
+{
+    if (r->call && r->prov->pause)
+        r->prov->pause(r->call, paused);
 }
 
 void run_cancel(run *r)
 {
     if (r->dead)
         return;
-    r->dead = 1;
     stop_retry(r);
     if (r->call)
         r->prov->cancel(r->call);
-    r->call = NULL;
+    if (r->title_call)
+        r->prov->cancel(r->title_call);
+    r->call = r->title_call = NULL;
+    r->end_status = "cancelled";
+    r->title_done = 1; /* the stream is going away: no title now */
+    finish_run(r);     /* stores the accounting; the stream is already finishing */
     if (!r->in_cb)
         run_free(r);
 }

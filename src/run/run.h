@@ -9,12 +9,16 @@
 typedef struct run run;
 
 /* messages: the model input (provider.h shape); stolen. title_text: the user's text when the
- * thread may need a title (NULL otherwise). The run calls stream_finish when it ends. */
-void run_start(ck_stream *st, json_t *messages, const char *title_text);
+ * thread may need a title (NULL otherwise). options: the inference_options of the user message
+ * being answered (borrowed; may be NULL). The run calls stream_finish when it ends. */
+void run_start(ck_stream *st, json_t *messages, const char *title_text, const json_t *options);
 /* A widget action (threads.custom_action): action {type, payload}; widget_item may be NULL;
  * both borrowed. history: the model input so far (stolen); the action is added to it. */
 void run_action(ck_stream *st, json_t *action, json_t *widget_item, json_t *history);
-/* Stops the model at once; the run calls nothing on the stream afterwards. */
+/* Backpressure: the client is slow; a paused run reads nothing more from the model. */
+void run_pause(run *r, int paused);
+/* Stops the model at once; the run stores its accounting and calls nothing on the stream
+ * afterwards. */
 void run_cancel(run *r);
 
 /* The demo widget (a Card with a counter and a button) for count n. */

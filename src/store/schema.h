@@ -11,7 +11,9 @@
  * - items and feedback cascade from threads, so deleting a thread is one statement.
  * - threads/items/attachments/feedback carry account_id and user_id so every query filters by
  *   the scope without a join. Threads have no foreign keys to tenants: scoping is by value.
- * - attachments.thread_id has no foreign key: deleting a thread leaves its attachments. */
+ * - attachments.thread_id has no foreign key: deleting a thread leaves its attachments.
+ * - runs (token usage) have no foreign keys either: the account's usage survives deleting the
+ *   thread; lists are newest first, by (started_us, seq). */
 #ifndef CK_STORE_SCHEMA_H
 #define CK_STORE_SCHEMA_H
 
@@ -101,6 +103,26 @@ static const char *const store_schema_steps[] = {
     "  created_us INTEGER NOT NULL);"
     "CREATE INDEX feedback_thread ON feedback(thread_id);"
     "CREATE INDEX feedback_item ON feedback(item_id, kind);",
+
+    /* version 2: token usage, one row per agent run. Scoped by value like threads, with no
+     * foreign key to threads: usage outlives a deleted thread. */
+    "CREATE TABLE runs("
+    "  seq INTEGER PRIMARY KEY,"
+    "  id TEXT NOT NULL UNIQUE,"
+    "  account_id TEXT NOT NULL,"
+    "  user_id TEXT NOT NULL,"
+    "  thread_id TEXT NOT NULL,"
+    "  agent_id TEXT NOT NULL,"
+    "  model TEXT NOT NULL,"
+    "  status TEXT NOT NULL,"
+    "  input_tokens INTEGER NOT NULL DEFAULT 0,"
+    "  output_tokens INTEGER NOT NULL DEFAULT 0,"
+    "  model_calls INTEGER NOT NULL DEFAULT 0,"
+    "  tool_calls INTEGER NOT NULL DEFAULT 0,"
+    "  started_us INTEGER NOT NULL,"
+    "  ended_us INTEGER NOT NULL);"
+    "CREATE INDEX runs_account ON runs(account_id, started_us);"
+    "CREATE INDEX runs_thread ON runs(thread_id, started_us);",
 };
 
 #define STORE_SCHEMA_VERSION ((int)(sizeof store_schema_steps / sizeof *store_schema_steps))

@@ -7,6 +7,7 @@
  * Error mapping: PRIMARY KEY / UNIQUE violations → STORE_ECONFLICT; a FOREIGN KEY violation
  * (e.g. a user for an unknown account) → STORE_ENOTFOUND, since the referenced row is absent;
  * NOT NULL / CHECK → STORE_EINVAL; anything else → STORE_EIO. store_errmsg has the text. */
+#include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -67,6 +68,9 @@ enum {
     S_ATT_DELETE,
     S_FB_ADD,
     S_FB_COUNT,
+    S_RUN_ADD,
+    S_RUNS_LIST,
+    S_RUNS_THREAD,
     S_N
 };
 
@@ -92,6 +96,12 @@ enum {
 #define USER_COLS  "id, account_id, name, external_id, created_us "
 #define AGENT_COLS "id, account_id, name, model, instructions, config_json, created_us "
 #define ATT_COLS   "id, thread_id, name, mime_type, size, json, metadata_json, uploaded, created_us "
+#define RUN_COLS                                                                                   \
+    "id, thread_id, agent_id, model, status, input_tokens, output_tokens, model_calls, "           \
+    "tool_calls, started_us, ended_us "
+#define RUNS_LIST(thread)                                                                          \
+    "SELECT " RUN_COLS "FROM runs WHERE account_id = ?1 " thread                                   \
+    "ORDER BY started_us DESC, seq DESC LIMIT ?2"
 
 static const char *const sql_text[S_N] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
@@ -166,6 +176,11 @@ static const char *const sql_text[S_N] = {
                  "WHERE i.thread_id = ?1 AND i.account_id = ?2 AND i.user_id = ?3 AND i.id = ?4",
     [S_FB_COUNT] = "SELECT count(*) FROM feedback WHERE item_id = ?1 AND account_id = ?2 AND "
                    "user_id = ?3 AND (?4 IS NULL OR kind = ?4)",
+    [S_RUN_ADD] = "INSERT INTO runs(id, account_id, user_id, thread_id, agent_id, model, status, "
+                  "input_tokens, output_tokens, model_calls, tool_calls, started_us, ended_us) "
+                  "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    [S_RUNS_LIST] = RUNS_LIST(""),
+    [S_RUNS_THREAD] = RUNS_LIST("AND thread_id = ?3 "),
 };
 
 struct store_conn {
@@ -1216,6 +1231,76 @@ int store_feedback_count(store_conn *c, const store_scope *sc, const char *item_
     int rc = sqlite3_step(st);
     int ret = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : fail(c, rc);
     sqlite3_reset(st);
+    return ret;
+}
+
+/* ---- runs ---- */
+
+int store_run_add(store_conn *c, const store_scope *sc, store_run *r)
+{
+    if (!sc || !is_id(sc->account_id) || !is_id(sc->user_id) || !r || !r->thread_id[0] ||
+        !r->agent_id[0] || !r->model[0] || !r->status[0])
+        return invalid(c, "run scope / thread_id / agent_id / model / status");
+    sqlite3_stmt *st = get(c, S_RUN_ADD);
+    if (!st)
+        return STORE_EIO;
+    fill_new(r->id, "run", &r->started_us);
+    if (!r->ended_us)
+        r->ended_us = ts_now_us();
+    const char *text[] = {r->id,       sc->account_id, sc->user_id, r->thread_id,
+                          r->agent_id, r->model,       r->status};
+    const int64_t num[] = {r->input_tokens, r->output_tokens, r->model_calls,
+                           r->tool_calls,   r->started_us,    r->ended_us};
+    for (int i = 0; i < 7; i++)
+        bind_str(st, 1 + i, text[i]);
+    for (int i = 0; i < 6; i++)
+        sqlite3_bind_int64(st, 8 + i, num[i]);
+    return run(c, st);
+}
+
+static void row_run(sqlite3_stmt *st, void *row)
+{
+    store_run *r = row;
+    col_fixed(st, 0, r->id, sizeof r->id);
+    col_fixed(st, 1, r->thread_id, sizeof r->thread_id);
+    col_fixed(st, 2, r->agent_id, sizeof r->agent_id);
+    col_fixed(st, 3, r->model, sizeof r->model);
+    col_fixed(st, 4, r->status, sizeof r->status);
+    r->input_tokens = sqlite3_column_int64(st, 5);
+    r->output_tokens = sqlite3_column_int64(st, 6);
+    r->model_calls = (unsigned)sqlite3_column_int64(st, 7);
+    r->tool_calls = (unsigned)sqlite3_column_int64(st, 8);
+    r->started_us = sqlite3_column_int64(st, 9);
+    r->ended_us = sqlite3_column_int64(st, 10);
+}
+
+int store_runs_list(store_conn *c, const char *account_id, const char *thread_id, size_t limit,
+                    store_run **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (!account_id)
+        return invalid(c, "account_id");
+    if (!limit)
+        return 0;
+    sqlite3_stmt *st = get(c, thread_id ? S_RUNS_THREAD : S_RUNS_LIST);
+    if (!st)
+        return STORE_EIO;
+    int lim = limit < INT_MAX ? (int)limit : INT_MAX, more = 0;
+    char after[STORE_ID_MAX];
+    bind_str(st, 1, account_id);
+    sqlite3_bind_int64(st, 2, lim);
+    if (thread_id)
+        bind_str(st, 3, thread_id);
+    /* the statement's LIMIT stops first: a page without has_more */
+    void *rows = NULL;
+    int ret = fetch_page(c, st, lim, sizeof(store_run), row_run, &rows, n, &more, after);
+    if (ret < 0) {
+        free(rows);
+        rows = NULL;
+        *n = 0;
+    }
+    *out = rows;
     return ret;
 }
 

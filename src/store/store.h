@@ -183,6 +183,26 @@ int store_feedback_add(store_conn *c, const store_scope *sc, const char *thread_
 /* Number of feedback rows for an item (tests, metrics). */
 int store_feedback_count(store_conn *c, const store_scope *sc, const char *item_id, const char *kind);
 
+/* runs: one row per agent run (a model turn with its tool rounds), for token accounting.
+ * Written by the run through the stream pipeline when it ends; never read by a request. */
+typedef struct store_run {
+    char id[STORE_ID_MAX];        /* filled by store_run_add when empty ("run_…") */
+    char thread_id[STORE_ID_MAX];
+    char agent_id[STORE_ID_MAX];
+    char model[128];              /* the "provider:model" spec the run used */
+    char status[16];              /* "completed" | "failed" | "cancelled" */
+    int64_t input_tokens;         /* summed over every model call of the run */
+    int64_t output_tokens;
+    unsigned model_calls;         /* requests sent to the provider (retries and titles included) */
+    unsigned tool_calls;
+    int64_t started_us, ended_us;
+} store_run;
+int store_run_add(store_conn *c, const store_scope *sc, store_run *r);
+/* Newest first, at most limit rows of an account; thread_id NULL = all threads. *out is
+ * malloc'd (free with free()). */
+int store_runs_list(store_conn *c, const char *account_id, const char *thread_id, size_t limit,
+                    store_run **out, size_t *n);
+
 void store_account_clear(store_account *a);
 void store_user_clear(store_user *u);
 void store_agent_clear(store_agent *a);

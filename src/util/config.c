@@ -54,6 +54,13 @@ static const opt opts[] = {
     /* no flag for the key: a command line is visible to every user of the machine */
     {NULL, "OPENAI_API_KEY", K_STR, O(openai_api_key), "", 1},
     {"openai-base-url", "OPENAI_BASE_URL", K_STR, O(openai_base_url), "https://api.openai.com/v1", 0},
+    {NULL, "ANTHROPIC_API_KEY", K_STR, O(anthropic_api_key), "", 1},
+    {"anthropic-base-url", "ANTHROPIC_BASE_URL", K_STR, O(anthropic_base_url), "https://api.anthropic.com", 0},
+    {"default-model", "CHATKIT_DEFAULT_MODEL", K_STR, O(default_model), "", 0},
+    {"model-titles", "CHATKIT_MODEL_TITLES", K_BOOL, O(model_titles), "1", 0},
+    {"max-tool-rounds", "CHATKIT_MAX_TOOL_ROUNDS", K_UINT, O(max_tool_rounds), "8", 0},
+    {"attachment-text-max", "CHATKIT_ATTACHMENT_TEXT_MAX_BYTES", K_SIZE, O(attachment_text_max), "64KiB", 0},
+    {"attachment-image-max", "CHATKIT_ATTACHMENT_IMAGE_MAX_BYTES", K_SIZE, O(attachment_image_max), "20MiB", 0},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 

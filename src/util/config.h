@@ -34,6 +34,15 @@ typedef struct config {
     unsigned llm_idle_timeout_ms;       /* CHATKIT_LLM_IDLE_TIMEOUT_MS, 60 s between reads */
     char *openai_api_key;    /* OPENAI_API_KEY (secret: never printed or logged) */
     char *openai_base_url;   /* OPENAI_BASE_URL, "https://api.openai.com/v1" */
+    char *anthropic_api_key; /* ANTHROPIC_API_KEY (secret) */
+    char *anthropic_base_url; /* ANTHROPIC_BASE_URL, "https://api.anthropic.com" */
+    char *default_model;     /* CHATKIT_DEFAULT_MODEL: what agents with model "default" run; ""
+                              * = openai:gpt-4.1-mini with an OpenAI key, else
+                              * anthropic:claude-sonnet-4-5 with an Anthropic key, else demo */
+    int model_titles;        /* CHATKIT_MODEL_TITLES, 1: ask the model for a thread title */
+    unsigned max_tool_rounds; /* CHATKIT_MAX_TOOL_ROUNDS, 8: model calls answered with tools */
+    size_t attachment_text_max;  /* CHATKIT_ATTACHMENT_TEXT_MAX_BYTES, 64 KiB inlined per file */
+    size_t attachment_image_max; /* CHATKIT_ATTACHMENT_IMAGE_MAX_BYTES, 20 MiB sent per image */
 } config;
 
 /* Fills defaults then reads the environment. On a bad value returns -EINVAL and writes a

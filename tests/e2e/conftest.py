@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,7 +197,10 @@ class Server:
         for _attempt in range(3):
             self.port = free_port()
             env = {"CHATKIT_SSE_HEARTBEAT_MS": "0", "CHATKIT_LOG_LEVEL": "info",
-                   "CHATKIT_LLM_RETRY_BASE_MS": "20"}
+                   "CHATKIT_LLM_RETRY_BASE_MS": "20",
+                   # the title request runs beside the turn: tests that count upstream
+                   # requests would race it; the title tests turn it on
+                   "CHATKIT_MODEL_TITLES": "0"}
             env.update(self.env)
             log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
@@ -770,3 +774,40 @@ class RawStream:
 
     def close(self):
         self.conn.close()
+
+
+# ---- the mock LLM upstream (tests/fixtures/mock_llm.py) ----------------------------------
+
+MOCK_LLM = Path(__file__).resolve().parent.parent / "fixtures" / "mock_llm.py"
+
+
+@pytest.fixture(scope="module")
+def mock():
+    """The mock upstream's base URL (Chat Completions, Responses and Anthropic routes)."""
+    p = subprocess.Popen(["/usr/bin/python3", str(MOCK_LLM)], stdout=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL)
+    try:
+        port = int(p.stdout.readline())
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+
+
+def mock_get(mock, path):
+    with urllib.request.urlopen(mock + path, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def text_of(events):
+    """The assistant text streamed in these events (the text_delta updates joined)."""
+    return "".join(e["update"]["delta"] for e in events
+                   if e.get("type") == "thread.item.updated"
+                   and e["update"].get("type") == "assistant_message.content_part.text_delta")
+
+
+def error_of(events):
+    """The one error event of a stream."""
+    errs = [e for e in events if e["type"] == "error"]
+    assert len(errs) == 1, [e["type"] for e in events]
+    return errs[0]

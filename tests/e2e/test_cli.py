@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import sqlite3
 import subprocess
 import time
 
@@ -22,6 +23,8 @@ def test_demo_is_idempotent(tmp_path, server_factory):
     assert first["token"] and first["url"].startswith("http")
     second = run_cli(["demo"], data_dir=d)
     assert second == first
+    with sqlite3.connect(d / "chatkitd.db") as db:  # resolved when it runs: demo without keys
+        assert db.execute("SELECT model FROM agents WHERE id = ?", (first["agent_id"],)).fetchone() == ("default",)
 
     s = server_factory(data_dir=d)
     c = Client(s, Tenant(first["account_id"], first["user_id"], first["agent_id"], first["token"]))
@@ -179,3 +182,139 @@ def test_listen_port_in_use(tmp_path):
             pytest.fail("serve kept running although its port is taken")
     assert cp.returncode == 1, f"exit {cp.returncode}: {cp.stderr!r}"
     assert cp.stderr.strip()
+
+
+# ---- agent configuration flags -------------------------------------------------------------
+
+def test_agent_config_flags(tmp_path):
+    d = tmp_path / "ag"
+    acct = run_cli(["account", "create", "Acme"], data_dir=d)["id"]
+    plain = run_cli(["agent", "create", "--account", acct, "--name", "plain"], data_dir=d)
+    assert plain["model"] == "default"
+    assert plain["config"] == {"mcp_stdio": [], "mcp_http": [], "tools": [], "models": []}
+    full = run_cli(["agent", "create", "--account", acct, "--name", "full", "--model", "anthropic:claude-x",
+                    "--base-url", "https://llm.example.com/v1", "--api-key-env", "ACME_LLM_KEY_2",
+                    "--allow-model", "gpt-4.1", "--allow-model", "openai-responses:o4-mini",
+                    "--tool", "get_current_time"], data_dir=d)
+    assert full["model"] == "anthropic:claude-x"
+    assert full["config"] == {"mcp_stdio": [], "mcp_http": [], "tools": ["get_current_time"],
+                              "models": ["gpt-4.1", "openai-responses:o4-mini"],
+                              "base_url": "https://llm.example.com/v1", "api_key_env": "ACME_LLM_KEY_2"}
+    for model in ("default", "demo", "demo:x", "openai:gpt-4.1-mini", "openai-responses:o3", "anthropic:c"):
+        ag = run_cli(["agent", "create", "--account", acct, "--name", "m", "--model", model,
+                      "--base-url", "http://127.0.0.1:1", "--api-key-env", "_K"], data_dir=d)
+        assert ag["model"] == model and ag["config"]["base_url"] == "http://127.0.0.1:1"
+    with sqlite3.connect(d / "chatkitd.db") as db:  # what the server reads
+        cfg = json.loads(db.execute("SELECT config_json FROM agents WHERE id = ?", (full["id"],)).fetchone()[0])
+    assert cfg == full["config"]
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--base-url", "ftp://example.com"], b"--base-url"),
+    (["--base-url", "example.com/v1"], b"--base-url"),
+    (["--base-url", "https://"], b"--base-url"),
+    (["--api-key-env", "sk-proj-abc123"], b"--api-key-env"),  # a key, not a variable name
+    (["--api-key-env", "lower_case"], b"--api-key-env"),
+    (["--api-key-env", "1ABC"], b"--api-key-env"),
+    (["--api-key-env", "A" * 65], b"--api-key-env"),
+    (["--api-key-env", ""], b"--api-key-env"),
+    (["--allow-model", ""], b"--allow-model"),
+    (["--allow-model", "gpt 4"], b"--allow-model"),
+    (["--allow-model", "m" * 128], b"--allow-model"),
+    (["--model", "gpt-4.1"], b"--model"),
+    (["--model", "openai:"], b"--model"),
+    (["--model", ":gpt"], b"--model"),
+    (["--model", "openai:gpt 4"], b"--model"),
+    (["--model", "mistral:large"], b"unknown provider \"mistral\" (known: openai, openai-responses, anthropic, demo)"),
+    (["--tool", "rm_rf"], b"--tool"),
+])
+def test_agent_config_invalid(tmp_path, flags, needle):
+    d = tmp_path / "bad"
+    acct = run_cli(["account", "create", "Acme"], data_dir=d)["id"]
+    cp = run_cli(["agent", "create", "--account", acct, "--name", "x"] + flags, data_dir=d, check=False)
+    assert cp.returncode == 2, f"{flags}: exit {cp.returncode}, stderr {cp.stderr!r}"
+    assert needle in cp.stderr, cp.stderr
+    assert cp.stdout.strip() == b""
+    with sqlite3.connect(d / "chatkitd.db") as db:
+        assert db.execute("SELECT count(*) FROM agents").fetchone() == (0,)
+
+
+# ---- usage ------------------------------------------------------------------------------------
+
+def _insert_runs(db_path, rows):
+    """Writes runs rows directly. The server writes them at the end of each turn; that path is
+    covered by the run's own e2e tests. Here the table must already exist (migrated by the CLI)."""
+    with sqlite3.connect(db_path) as db:
+        db.executemany(
+            "INSERT INTO runs(id, account_id, user_id, thread_id, agent_id, model, status, input_tokens,"
+            " output_tokens, model_calls, tool_calls, started_us, ended_us)"
+            " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def _iso_us(s):
+    t = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return round(t.timestamp() * 1_000_000)
+
+
+def test_usage_empty_account(tmp_path):
+    d = tmp_path / "u0"
+    acct = run_cli(["account", "create", "Acme"], data_dir=d)["id"]
+    assert run_cli(["usage", "--account", acct], data_dir=d) == {
+        "runs": [], "totals": {"runs": 0, "input_tokens": 0, "output_tokens": 0}}
+    cp = run_cli(["usage", "--account", acct], data_dir=d, want_json=False)
+    assert b"total: 0 runs, 0 input tokens, 0 output tokens" in cp.stdout
+
+
+def test_usage_lists_runs(tmp_path):
+    d = tmp_path / "u1"
+    acct = run_cli(["account", "create", "Acme"], data_dir=d)["id"]  # migrates: the table exists
+    other = run_cli(["account", "create", "Other"], data_dir=d)["id"]
+    t0 = 1_780_000_000_000_000  # 2026-05-28
+    rows = [(f"run_{i:035x}", acct, "usr_a", "thr_1" if i % 2 else "thr_2", "agt_1",
+             "openai:gpt-4.1-mini", "completed" if i < 2 else "cancelled", 100 * (i + 1), 10 * (i + 1),
+             i + 1, i, t0 + i * 1_000_000, t0 + i * 1_000_000 + 123_456) for i in range(3)]
+    rows.append(("run_other", other, "usr_o", "thr_9", "agt_9", "demo", "completed", 5000, 500, 1, 0,
+                 t0 + 10_000_000, t0 + 10_000_001))
+    _insert_runs(d / "chatkitd.db", rows)
+
+    out = run_cli(["usage", "--account", acct], data_dir=d)
+    assert [r["id"] for r in out["runs"]] == [rows[2][0], rows[1][0], rows[0][0]]  # newest first
+    assert out["totals"] == {"runs": 3, "input_tokens": 600, "output_tokens": 60}
+    r = out["runs"][0]
+    assert set(r) == {"id", "thread_id", "agent_id", "model", "status", "input_tokens", "output_tokens",
+                      "model_calls", "tool_calls", "started_at", "ended_at"}
+    assert (r["thread_id"], r["agent_id"], r["model"], r["status"]) == ("thr_2", "agt_1", "openai:gpt-4.1-mini",
+                                                                        "cancelled")
+    assert (r["input_tokens"], r["output_tokens"], r["model_calls"], r["tool_calls"]) == (300, 30, 3, 2)
+    assert r["started_at"].endswith("Z") and _iso_us(r["started_at"]) == rows[2][11]
+    assert _iso_us(r["ended_at"]) == rows[2][12]
+
+    lim = run_cli(["usage", "--account", acct, "--limit", "2"], data_dir=d)
+    assert [r["id"] for r in lim["runs"]] == [rows[2][0], rows[1][0]]
+    assert lim["totals"] == {"runs": 2, "input_tokens": 500, "output_tokens": 50}  # of the runs listed
+    thr = run_cli(["usage", "--account", acct, "--thread", "thr_2"], data_dir=d)
+    assert [r["id"] for r in thr["runs"]] == [rows[2][0], rows[0][0]]
+    # another account's runs and threads are invisible
+    assert run_cli(["usage", "--account", acct, "--thread", "thr_9"], data_dir=d)["runs"] == []
+    assert [r["id"] for r in run_cli(["usage", "--account", other], data_dir=d)["runs"]] == ["run_other"]
+
+    text = run_cli(["usage", "--account", acct], data_dir=d, want_json=False).stdout.decode()
+    lines = text.strip().splitlines()
+    assert lines[0].split()[:3] == ["started_at", "ended_at", "id"] and len(lines) == 5
+    assert rows[2][0] in lines[1] and "openai:gpt-4.1-mini" in lines[1]
+    assert lines[-1] == "total: 3 runs, 600 input tokens, 60 output tokens"
+
+
+@pytest.mark.parametrize("args,code", [
+    (["usage"], 2),
+    (["usage", "--account", "ACCT", "--limit", "0"], 2),
+    (["usage", "--account", "ACCT", "--limit", "ten"], 2),
+    (["usage", "--account", "ACCT", "--limit", "100001"], 2),
+    (["usage", "--account", "acct_" + "0" * 35], 1),
+])
+def test_usage_failures(tmp_path, args, code):
+    d = tmp_path / "uf"
+    acct = run_cli(["account", "create", "Acme"], data_dir=d)["id"]
+    cp = run_cli([acct if a == "ACCT" else a for a in args], data_dir=d, check=False)
+    assert cp.returncode == code, f"{args}: exit {cp.returncode}, stderr {cp.stderr!r}"
+    assert cp.stderr.strip() and cp.stdout.strip() == b""

@@ -1,38 +1,16 @@
 """openai:MODEL agents against a mock Chat Completions upstream (tests/fixtures/mock_llm.py):
 text streaming, upstream errors before and after the first delta, an unreachable upstream,
 cancellation reaching the upstream, keys kept out of logs and errors."""
-import json
 import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from conftest import RawStream, chatkitd_bin, free_port, msg_input
+from conftest import RawStream, error_of, text_of, chatkitd_bin, free_port, mock_get, msg_input
 from shapes import expect_seq, token
 
-MOCK = Path(__file__).resolve().parent.parent / "fixtures" / "mock_llm.py"
 KEY = "sk-test-SECRET-0123456789"
 REPLY = r"progress added:assistant_message part.added( delta)+ part.done done:assistant_message"
-
-
-@pytest.fixture(scope="module")
-def mock():
-    p = subprocess.Popen(["/usr/bin/python3", str(MOCK)], stdout=subprocess.PIPE,
-                         stdin=subprocess.DEVNULL)
-    try:
-        port = int(p.stdout.readline())
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        p.terminate()
-        p.wait(timeout=10)
-
-
-def mock_get(mock, path):
-    with urllib.request.urlopen(mock + path, timeout=5) as r:
-        return json.loads(r.read())
 
 
 @pytest.fixture
@@ -46,16 +24,6 @@ def oai(server_factory, mock):
                "--instructions", "Be brief.")
     t = s.new_user(acct, ag["id"])
     return s, s.client(t)
-
-
-def text_of(events):
-    return "".join(e["update"]["delta"] for e in events if token(e) == "delta")
-
-
-def error_of(events):
-    errs = [e for e in events if e["type"] == "error"]
-    assert len(errs) == 1, [e["type"] for e in events]
-    return errs[0]
 
 
 def test_text_turn(oai, mock):

@@ -21,8 +21,8 @@ typedef struct sse_ev {
 static char *run(const sse_ev *events, size_t n, int *rc_out, const char **err)
 {
     rec r = {BUF_INIT(0)};
-    ant_dec d;
-    ant_dec_init(&d, &rcb, &r);
+    llm_dec d;
+    llm_dec_init(&d, &rcb, &r);
     char eb[256];
     int rc = 0;
     *err = NULL;
@@ -30,9 +30,9 @@ static char *run(const sse_ev *events, size_t n, int *rc_out, const char **err)
         rc = ant_dec_event(&d, events[i].event, events[i].data, strlen(events[i].data), eb,
                            sizeof eb, err);
     if (rc >= 0)
-        rc = ant_dec_end(&d, err);
+        rc = llm_dec_end(&d, "toolu_", err);
     *rc_out = rc;
-    ant_dec_free(&d);
+    llm_dec_free(&d);
     if (*err == eb) {
         static char keep[256];
         snprintf(keep, sizeof keep, "%s", eb);
@@ -86,8 +86,8 @@ static void t_sample(void **st)
 
     /* step by step: the text goes out at once, the call only at the end; message_stop = 1 */
     rec r = {BUF_INIT(0)};
-    ant_dec d;
-    ant_dec_init(&d, &rcb, &r);
+    llm_dec d;
+    llm_dec_init(&d, &rcb, &r);
     char eb[64];
     for (size_t i = 0; i < 4; i++)
         assert_int_equal(ant_dec_event(&d, sample[i].event, sample[i].data, strlen(sample[i].data),
@@ -104,8 +104,8 @@ static void t_sample(void **st)
     assert_int_equal(ant_dec_event(&d, sample[11].event, sample[11].data, strlen(sample[11].data),
                                    eb, sizeof eb, &err),
                      1);
-    assert_int_equal(ant_dec_end(&d, &err), 0);
-    ant_dec_free(&d);
+    assert_int_equal(llm_dec_end(&d, "toolu_", &err), 0);
+    llm_dec_free(&d);
     buf_free(&r.log);
 }
 
@@ -267,26 +267,26 @@ static void t_many_blocks(void **st)
     free(log);
 
     /* one more tool_use block than the cap */
-    ant_dec d;
+    llm_dec d;
     rec r = {BUF_INIT(0)};
-    ant_dec_init(&d, &rcb, &r);
+    llm_dec_init(&d, &rcb, &r);
     char eb[64], data[256];
     rc = 0;
-    for (int i = 0; i <= ANT_MAX_TOOL_CALLS && rc == 0; i++) {
+    for (int i = 0; i <= TC_MAX_SLOTS && rc == 0; i++) {
         snprintf(data, sizeof data,
                  "{\"type\":\"content_block_start\",\"index\":%d,\"content_block\":"
                  "{\"type\":\"tool_use\",\"id\":\"t%d\",\"name\":\"f\",\"input\":{}}}",
                  i, i);
         rc = ant_dec_event(&d, "content_block_start", data, strlen(data), eb, sizeof eb, &err);
-        if (i < ANT_MAX_TOOL_CALLS)
+        if (i < TC_MAX_SLOTS)
             assert_int_equal(rc, 0);
     }
     assert_true(rc < 0);
     assert_non_null(strstr(err, "too many tool calls"));
-    ant_dec_free(&d);
+    llm_dec_free(&d);
 
     /* arguments past the cap */
-    ant_dec_init(&d, &rcb, &r);
+    llm_dec_init(&d, &rcb, &r);
     const char *start = "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":"
                         "{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"f\",\"input\":{}}}";
     assert_int_equal(ant_dec_event(&d, NULL, start, strlen(start), eb, sizeof eb, &err), 0);
@@ -299,12 +299,12 @@ static void t_many_blocks(void **st)
     buf_puts(&big, "\"}}");
     rc = 0;
     size_t n;
-    for (n = 0; n <= ANT_MAX_ARGS / piece && rc == 0; n++)
+    for (n = 0; n <= TC_MAX_ARGS / piece && rc == 0; n++)
         rc = ant_dec_event(&d, "content_block_delta", big.data, big.len, eb, sizeof eb, &err);
     assert_true(rc < 0);
-    assert_int_equal(n, ANT_MAX_ARGS / piece + 1);
+    assert_int_equal(n, TC_MAX_ARGS / piece + 1);
     assert_non_null(strstr(err, "too large"));
-    ant_dec_free(&d);
+    llm_dec_free(&d);
     buf_free(&big);
     assert_string_equal(r.log.data ? r.log.data : "", "");
     buf_free(&r.log);
@@ -374,7 +374,9 @@ static void t_body(void **st)
         json_pack("[{s:s,s:s,s:{s:s,s:{}}},{s:s}]", "name", "get_weather", "description", "d",
                   "parameters", "type", "object", "properties", "name", "get_time");
     llm_request req = {.model = "claude-sonnet-4-5", .messages = msgs, .tools = tools};
-    char *body = ant_body(&req, "get_weather", 1024);
+    req.tool_choice = "get_weather";
+    req.max_tokens = 1024;
+    char *body = ant_body(&req);
     assert_non_null(body);
     json_t *b = json_loads(body, 0, NULL);
     assert_non_null(b);
@@ -442,7 +444,7 @@ static void t_body(void **st)
     /* no system, no tools, no tool_choice; max_tokens defaults */
     json_t *plain = json_pack("[{s:s,s:s}]", "role", "user", "content", "hi");
     llm_request preq = {.model = "m", .messages = plain};
-    body = ant_body(&preq, NULL, 0);
+    body = ant_body(&preq);
     assert_non_null(body);
     b = json_loads(body, 0, NULL);
     assert_null(json_object_get(b, "system"));
@@ -469,7 +471,7 @@ static void t_body(void **st)
         json_t *bm = json_loads(bad[i], 0, NULL);
         assert_non_null(bm);
         llm_request breq = {.model = "m", .messages = bm};
-        char *s = ant_body(&breq, NULL, 0);
+        char *s = ant_body(&breq);
         if (s)
             fail_msg("accepted %s: %s", bad[i], s);
         json_decref(bm);
@@ -477,7 +479,7 @@ static void t_body(void **st)
     /* a tool without a name */
     json_t *badt = json_pack("[{s:s}]", "description", "x");
     llm_request treq = {.model = "m", .messages = msgs, .tools = badt};
-    assert_null(ant_body(&treq, NULL, 0));
+    assert_null(ant_body(&treq));
     json_decref(badt);
     json_decref(msgs);
     json_decref(tools);

@@ -15,17 +15,17 @@
 static char *run(const char *const *events, size_t n, int *rc_out, const char **err)
 {
     rec r = {BUF_INIT(0)};
-    oai_dec d;
-    oai_dec_init(&d, &rcb, &r);
+    llm_dec d;
+    llm_dec_init(&d, &rcb, &r);
     char eb[256];
     int rc = 0;
     *err = NULL;
     for (size_t i = 0; i < n && rc >= 0; i++)
-        rc = oai_dec_event(&d, events[i], strlen(events[i]), eb, sizeof eb, err);
+        rc = oai_dec_event(&d, NULL, events[i], strlen(events[i]), eb, sizeof eb, err);
     if (rc >= 0)
-        rc = oai_dec_end(&d, err);
+        rc = llm_dec_end(&d, "call_", err);
     *rc_out = rc;
-    oai_dec_free(&d);
+    llm_dec_free(&d);
     if (*err == eb) {
         static char keep[256];
         snprintf(keep, sizeof keep, "%s", eb);
@@ -143,7 +143,8 @@ static void t_body(void **st)
     json_t *tools = json_pack("[{s:s,s:s,s:{s:s}}]", "name", "get_weather", "description", "d",
                               "parameters", "type", "object");
     llm_request req = {.model = "gpt-4.1-mini", .messages = msgs, .tools = tools};
-    char *body = oai_chat_body(&req, "get_weather");
+    req.tool_choice = "get_weather";
+    char *body = oai_chat_body(&req);
     assert_non_null(body);
     json_t *b = json_loads(body, 0, NULL);
     assert_string_equal(json_string_value(json_object_get(b, "model")), "gpt-4.1-mini");
@@ -170,7 +171,7 @@ static void t_body(void **st)
     /* a malformed message list is refused */
     json_t *badm = json_pack("[{s:s,s:i}]", "role", "user", "content", 5);
     llm_request bad = {.model = "m", .messages = badm};
-    assert_null(oai_chat_body(&bad, NULL));
+    assert_null(oai_chat_body(&bad));
     json_decref(badm);
     json_decref(msgs);
     json_decref(tools);

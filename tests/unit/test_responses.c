@@ -27,8 +27,8 @@ typedef struct info {
 static char *run(const sse_ev *events, size_t n, int *rc_out, const char **err, info *inf)
 {
     rec r = {BUF_INIT(0)};
-    rsp_dec d;
-    rsp_dec_init(&d, &rcb, &r);
+    llm_dec d;
+    llm_dec_init(&d, &rcb, &r);
     char eb[256];
     int rc = 0;
     *err = NULL;
@@ -36,14 +36,14 @@ static char *run(const sse_ev *events, size_t n, int *rc_out, const char **err, 
         rc = rsp_dec_event(&d, events[i].event, events[i].data, strlen(events[i].data), eb,
                            sizeof eb, err);
     if (rc >= 0)
-        rc = rsp_dec_end(&d, err);
+        rc = llm_dec_end(&d, "call_", err);
     *rc_out = rc;
     if (inf) {
         inf->text_seen = d.text_seen;
         inf->refusal_seen = d.refusal_seen;
-        snprintf(inf->incomplete, sizeof inf->incomplete, "%s", d.incomplete);
+        snprintf(inf->incomplete, sizeof inf->incomplete, "%s", d.stop);
     }
-    rsp_dec_free(&d);
+    llm_dec_free(&d);
     if (*err == eb) {
         static char keep[256];
         snprintf(keep, sizeof keep, "%s", eb);
@@ -470,8 +470,8 @@ static void t_limits(void **st)
     assert_true(rc < 0);
     free(log);
 
-    /* arguments past RSP_MAX_ARGS, in two deltas */
-    size_t half = RSP_MAX_ARGS / 2 + 16;
+    /* arguments past TC_MAX_ARGS, in two deltas */
+    size_t half = TC_MAX_ARGS / 2 + 16;
     char *big = malloc(half + 128);
     assert_non_null(big);
     int n = snprintf(big, 128,
@@ -509,7 +509,8 @@ static void t_body(void **st)
     json_t *tools = json_pack("[{s:s,s:s,s:{s:s}},{s:s}]", "name", "get_weather", "description",
                               "d", "parameters", "type", "object", "name", "get_time");
     llm_request req = {.model = "gpt-4.1-mini", .messages = msgs, .tools = tools};
-    char *body = rsp_body(&req, "get_weather");
+    req.tool_choice = "get_weather";
+    char *body = rsp_body(&req);
     assert_non_null(body);
     json_t *b = json_loads(body, 0, NULL);
     assert_non_null(b);
@@ -554,7 +555,7 @@ static void t_body(void **st)
     /* no system message, no tools, no tool_choice: those keys are left out */
     json_t *plain = json_pack("[{s:s,s:s}]", "role", "user", "content", "hi");
     llm_request preq = {.model = "m", .messages = plain};
-    body = rsp_body(&preq, NULL);
+    body = rsp_body(&preq);
     assert_string_equal(body, "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":\"hi\"}],"
                               "\"stream\":true}");
     free(body);
@@ -575,12 +576,12 @@ static void t_body(void **st)
     for (size_t i = 0; i < sizeof bads / sizeof bads[0]; i++) {
         assert_non_null(bads[i]);
         llm_request bad = {.model = "m", .messages = bads[i]};
-        assert_null(rsp_body(&bad, NULL));
+        assert_null(rsp_body(&bad));
         json_decref(bads[i]);
     }
     json_t *badtools = json_pack("[{s:s}]", "description", "no name");
     llm_request bt = {.model = "m", .messages = msgs, .tools = badtools};
-    assert_null(rsp_body(&bt, NULL));
+    assert_null(rsp_body(&bt));
     json_decref(badtools);
     json_decref(msgs);
     json_decref(tools);

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <semaphore.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,12 +125,12 @@ static store_page_req page(int limit, int desc, const char *after)
 static void t_migrate(void **st)
 {
     fx *f = *st;
-    assert_int_equal(store_schema_version(f->c), 1);
-    assert_int_equal(store_migrate(f->c), 1); /* idempotent */
+    assert_int_equal(store_schema_version(f->c), 2);
+    assert_int_equal(store_migrate(f->c), 2); /* idempotent */
     char *err = NULL;
     store_conn *c2 = store_conn_open(f->url, 1, &err);
     assert_non_null(c2);
-    assert_int_equal(store_schema_version(c2), 1);
+    assert_int_equal(store_schema_version(c2), 2);
     store_conn_close(c2);
 
     assert_null(store_conn_open("postgres://x", 1, &err));
@@ -1191,6 +1192,117 @@ static void t_dispatch_memory(void **st)
     dclose(s, &loop);
 }
 
+/* ---- runs (token usage) ---- */
+
+static void run_set(store_run *r, const char *thread, int64_t started, int64_t in, int64_t out)
+{
+    memset(r, 0, sizeof *r);
+    snprintf(r->thread_id, sizeof r->thread_id, "%s", thread);
+    snprintf(r->agent_id, sizeof r->agent_id, "agt_1");
+    snprintf(r->model, sizeof r->model, "openai:gpt-4.1-mini");
+    snprintf(r->status, sizeof r->status, "completed");
+    r->input_tokens = in;
+    r->output_tokens = out;
+    r->model_calls = 2;
+    r->tool_calls = 1;
+    r->started_us = started;
+}
+
+static void t_runs(void **st)
+{
+    fx *f = *st;
+    store_run r, *v;
+    size_t n;
+    mk_thread(f, &f->a, "thr_1", 1, NULL, NULL);
+    for (int i = 0; i < 4; i++) {
+        run_set(&r, i % 2 ? "thr_2" : "thr_1", 100 + i, 10 * i, i);
+        r.ended_us = i ? 200 + i : 0; /* 0: now */
+        assert_int_equal(store_run_add(f->c, i == 3 ? &f->a2 : &f->a, &r), 0);
+        assert_memory_equal(r.id, "run_", 4);
+        assert_true(r.ended_us >= 200);
+    }
+    run_set(&r, "thr_b", 500, 7, 7);
+    assert_int_equal(store_run_add(f->c, &f->b, &r), 0);
+    store_run dup = r;
+    assert_int_equal(store_run_add(f->c, &f->a, &dup), STORE_ECONFLICT); /* same id */
+    run_set(&r, "", 1, 0, 0);
+    assert_int_equal(store_run_add(f->c, &f->a, &r), STORE_EINVAL);
+
+    /* newest first, every user of the account, never another account's */
+    assert_int_equal(store_runs_list(f->c, "acct_1", NULL, 50, &v, &n), 0);
+    assert_int_equal(n, 4);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(v[i].started_us, 103 - (int64_t)i);
+    assert_string_equal(v[0].thread_id, "thr_2");
+    assert_string_equal(v[0].agent_id, "agt_1");
+    assert_string_equal(v[0].model, "openai:gpt-4.1-mini");
+    assert_string_equal(v[0].status, "completed");
+    assert_int_equal(v[0].input_tokens, 30);
+    assert_int_equal(v[0].output_tokens, 3);
+    assert_int_equal(v[0].model_calls, 2);
+    assert_int_equal(v[0].tool_calls, 1);
+    assert_int_equal(v[0].ended_us, 203);
+    free(v);
+    assert_int_equal(store_runs_list(f->c, "acct_1", NULL, 3, &v, &n), 0); /* limit */
+    assert_int_equal(n, 3);
+    assert_int_equal(v[2].started_us, 101);
+    free(v);
+    assert_int_equal(store_runs_list(f->c, "acct_1", NULL, 0, &v, &n), 0);
+    assert_int_equal(n, 0);
+    assert_null(v);
+
+    /* by thread; usage outlives the thread */
+    assert_int_equal(store_thread_delete(f->c, &f->a, "thr_1"), 0);
+    assert_int_equal(store_runs_list(f->c, "acct_1", "thr_1", 50, &v, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(v[0].started_us, 102);
+    assert_int_equal(v[1].started_us, 100);
+    free(v);
+
+    /* account isolation: another account's thread id, an account with no runs */
+    assert_int_equal(store_runs_list(f->c, "acct_1", "thr_b", 50, &v, &n), 0);
+    assert_int_equal(n, 0);
+    free(v);
+    assert_int_equal(store_runs_list(f->c, "acct_2", NULL, 50, &v, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].thread_id, "thr_b");
+    free(v);
+    assert_int_equal(store_runs_list(f->c, "acct_none", NULL, 50, &v, &n), 0);
+    assert_int_equal(n, 0);
+    free(v);
+}
+
+/* A database written by a build that stopped at schema version 1 gets the runs table and
+ * keeps its rows. */
+static void t_migrate_runs(void **st)
+{
+    fx *f = *st;
+    mk_thread(f, &f->a, "thr_old", 1, NULL, NULL);
+    store_conn_close(f->c);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "DROP TABLE runs; DELETE FROM schema_migrations WHERE version > 1", NULL,
+                     NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+
+    char *err = NULL;
+    f->c = store_conn_open(f->url, 0, &err);
+    assert_non_null(f->c);
+    assert_int_equal(store_schema_version(f->c), 1);
+    store_run r;
+    run_set(&r, "thr_old", 5, 1, 1);
+    assert_int_equal(store_run_add(f->c, &f->a, &r), STORE_EIO); /* no table yet */
+    assert_int_equal(store_migrate(f->c), 2);
+    assert_int_equal(store_schema_version(f->c), 2);
+    r.id[0] = 0;
+    assert_int_equal(store_run_add(f->c, &f->a, &r), 0);
+    store_thread t;
+    assert_int_equal(store_thread_load(f->c, &f->a, "thr_old", &t), 0);
+    store_thread_clear(&t);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1216,6 +1328,8 @@ int main(void)
         T(t_attachments),
         T(t_feedback),
         T(t_thread_delete),
+        T(t_runs),
+        T(t_migrate_runs),
         T(t_dispatch_order),
         T(t_dispatch_batch_rollback),
         T(t_dispatch_read_after_write),
