@@ -825,7 +825,8 @@ void run_cancel(run *r)
     if (r->title_call)
         r->prov->cancel(r->title_call);
     r->call = r->title_call = NULL;
-    r->end_status = "cancelled";
+    if (!r->answered) /* (an answered turn that only waited for its title stays completed) */
+        r->end_status = "cancelled";
     r->title_done = 1; /* the stream is going away: no title now */
     finish_run(r);     /* stores the accounting; the stream is already finishing */
     if (!r->in_cb)

@@ -256,8 +256,7 @@ char *config_dump(const config *c)
         }
         json_object_set_new(o, opts[i].env, v);
     }
-    static const char *secrets[] = {"ANTHROPIC_API_KEY", "CHATKIT_CLIENT_SECRET",
-                                    "CHATKIT_JWT_SECRET"};
+    static const char *secrets[] = {"CHATKIT_CLIENT_SECRET", "CHATKIT_JWT_SECRET"};
     for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++) {
         const char *v = getenv(secrets[i]);
         json_object_set_new(o, secrets[i], json_string(v && *v ? "***" : ""));
