@@ -10,6 +10,7 @@
 #include "chatkit/chatkit.h"
 #include "http/http.h"
 #include "llm/provider.h"
+#include "mcp/demo_server.h"
 #include "store/store.h"
 #include "util/config.h"
 #include "util/log.h"
@@ -131,6 +132,7 @@ static int serve(config *cfg)
         fprintf(stderr, "chatkitd: cannot listen on %s: %s\n", cfg->listen, uv_strerror(rc));
         http_server_free(s.http);
         store_free(s.st);
+        ck_app_free(&s.app);
         uv_run(s.loop, UV_RUN_NOWAIT);
         return 1;
     }
@@ -205,8 +207,8 @@ int main(int argc, char **argv)
         status = nrest > 1 ? (fprintf(stderr, "chatkitd: serve takes no arguments\n"), 2)
                            : serve(&cfg);
     } else if (!strcmp(cmd, "mcp-demo")) {
-        fprintf(stderr, "chatkitd: mcp-demo is not available in this build yet\n");
-        status = 1;
+        status = nrest > 1 ? (fprintf(stderr, "chatkitd: mcp-demo takes no arguments\n"), 2)
+                           : mcp_demo_main(stdin, stdout);
     } else {
         status = admin_main(&cfg, nrest, rest, json);
     }

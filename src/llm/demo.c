@@ -6,7 +6,9 @@
  *   "client tool" calls the client tool get_selection (the turn ends waiting for its output)
  *   "choose"      calls the structured-input tool (the turn ends waiting for answers)
  *   "fail"        fails before the first delta (a retryable upstream error)
- *   "what time"   calls get_current_time when the agent has it; answers with its result */
+ *   "what time"   calls get_current_time when the agent has it; answers with its result
+ *   "weather"     calls get_weather {"city": the word after "in", else Paris} when the agent
+ *                 has it (the bundled MCP server's weather widget) */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,12 +28,34 @@ struct llm_call {
     size_t pos, len, chunk;
     unsigned delay_ms;
     int tool;          /* 0 none, else index into demo_tools of a call still to make */
+    char *args;        /* its arguments (NULL: {}) */
     int fail;
     int closing;
 };
 
 static const char *const demo_tools[] = {NULL, "demo_widget", "get_selection", "demo_choose",
-                                         "get_current_time"};
+                                         "get_current_time", "get_weather"};
+
+/* {"city": "<the word after " in ">"} (letters only, capitalised), Paris when there is none. */
+static char *weather_args(const char *in)
+{
+    char city[48] = "Paris";
+    for (const char *p = in; *p; p++) {
+        if (strncasecmp(p, " in ", 4))
+            continue;
+        size_t n = 0;
+        for (const char *q = p + 4; isalpha((unsigned char)*q) && n < sizeof city - 1; q++, n++)
+            city[n] = (char)(n ? tolower((unsigned char)*q) : toupper((unsigned char)*q));
+        if (n) {
+            city[n] = 0;
+            break;
+        }
+    }
+    json_t *a = json_pack("{s:s}", "city", city);
+    char *s = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    return s;
+}
 
 static int has_word(const char *hay, const char *needle)
 {
@@ -59,6 +83,7 @@ static void on_closed(uv_handle_t *h)
 {
     llm_call *c = h->data;
     free(c->text);
+    free(c->args);
     free(c);
 }
 
@@ -84,7 +109,7 @@ static void tick(uv_timer_t *t)
         id_new("call", id);
         const char *name = demo_tools[c->tool];
         c->tool = 0;
-        c->cb.on_tool_call(c->ud, id, name, "{}");
+        c->cb.on_tool_call(c->ud, id, name, c->args ? c->args : "{}");
         if (strcmp(name, "demo_widget")) {
             /* these end the turn: the model waits for the client */
             llm_usage u = {8, 4};
@@ -155,7 +180,10 @@ static llm_call *demo_start(uv_loop_t *loop, const llm_request *req, const llm_c
         c->tool = 2;
     else if (is_user && has_word(in, "choose"))
         c->tool = 3;
-    else if (is_user && has_word(in, "widget"))
+    else if (is_user && has_word(in, "weather") && offers(req->tools, "get_weather")) {
+        c->tool = 5;
+        c->args = weather_args(in);
+    } else if (is_user && has_word(in, "widget"))
         c->tool = 1;
     else if (is_user && has_word(in, "what time") && offers(req->tools, "get_current_time"))
         c->tool = 4;

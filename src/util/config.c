@@ -60,6 +60,9 @@ static const opt opts[] = {
     {"model-titles", "CHATKIT_MODEL_TITLES", K_BOOL, O(model_titles), "1", 0},
     {"max-tool-rounds", "CHATKIT_MAX_TOOL_ROUNDS", K_UINT, O(max_tool_rounds), "8", 0},
     {"attachment-text-max", "CHATKIT_ATTACHMENT_TEXT_MAX_BYTES", K_SIZE, O(attachment_text_max), "64KiB", 0},
+    {"mcp-init-timeout", "CHATKIT_MCP_INIT_TIMEOUT_MS", K_MS, O(mcp_init_timeout_ms), "10000", 0},
+    {"mcp-call-timeout", "CHATKIT_MCP_CALL_TIMEOUT_MS", K_MS, O(mcp_call_timeout_ms), "60000", 0},
+    {"mcp-idle", "CHATKIT_MCP_IDLE_MS", K_MS, O(mcp_idle_ms), "300000", 0},
     {"attachment-image-max", "CHATKIT_ATTACHMENT_IMAGE_MAX_BYTES", K_SIZE, O(attachment_image_max), "20MiB", 0},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])

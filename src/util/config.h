@@ -42,7 +42,10 @@ typedef struct config {
     int model_titles;        /* CHATKIT_MODEL_TITLES, 1: ask the model for a thread title */
     unsigned max_tool_rounds; /* CHATKIT_MAX_TOOL_ROUNDS, 8: model calls answered with tools */
     size_t attachment_text_max;  /* CHATKIT_ATTACHMENT_TEXT_MAX_BYTES, 64 KiB inlined per file */
-    size_t attachment_image_max; /* CHATKIT_ATTACHMENT_IMAGE_MAX_BYTES, 20 MiB sent per image */
+    size_t attachment_image_max; /* CHATKIT_ATTACHMENT_IMAGE_MAX_BYTES, 20 MiB sent per request */
+    unsigned mcp_init_timeout_ms; /* CHATKIT_MCP_INIT_TIMEOUT_MS, 10 s: start + initialize + list */
+    unsigned mcp_call_timeout_ms; /* CHATKIT_MCP_CALL_TIMEOUT_MS, 60 s: one tools/call */
+    unsigned mcp_idle_ms;         /* CHATKIT_MCP_IDLE_MS, 5 min: unused servers are stopped */
 } config;
 
 /* Fills defaults then reads the environment. On a bad value returns -EINVAL and writes a
