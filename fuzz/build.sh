@@ -1,24 +1,37 @@
 #!/bin/sh
 # Builds the libFuzzer harnesses (ASan/UBSan) and runs each for N seconds (default 60).
-# Usage: fuzz/build.sh [seconds] [http|protocol|all]   (default: 60 all; 0 seconds = build only)
+# Usage: fuzz/build.sh [seconds] [http|protocol|sse|llm|all]   (default: 60 all; 0 seconds =
+# build only)
 #   http      fuzz_http.c: the HTTP parser/server (corpus fuzz/corpus-http/)
 #   protocol  fuzz_protocol.c: request bodies through ck_handle, the async store on SQLite and the
 #             demo model (corpus fuzz/corpus-protocol/, seeds fuzz/seeds-protocol/)
-# Corpora are git-ignored; crashes land in fuzz/crash-* (http) and fuzz/crash-protocol-*.
+#   sse       fuzz_sse.c: the SSE client parser against a reference reading (corpus
+#             fuzz/corpus-sse/)
+#   llm       fuzz_llm.c: the upstream stream decoders (Chat Completions, Responses, Anthropic)
+#             behind the SSE parser, base64, the request body builders (corpus fuzz/corpus-llm/)
+# Corpora are git-ignored; crashes land in fuzz/crash-* (http), fuzz/crash-protocol-*,
+# fuzz/crash-sse-* and fuzz/crash-llm-*.
 # Extra libFuzzer flags can be passed in FUZZ_FLAGS (e.g. FUZZ_FLAGS=-jobs=2).
 set -eu
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 which=${2:-all}
 out=build-fuzz
-case "$which" in http | protocol | all) ;; *) echo "usage: $0 [seconds] [http|protocol|all]" >&2; exit 2 ;; esac
+case "$which" in
+http | protocol | sse | llm | all) ;;
+*) echo "usage: $0 [seconds] [http|protocol|sse|llm|all]" >&2; exit 2 ;;
+esac
 mkdir -p "$out"
 
-# llhttp is third-party code: no warnings from it
-for f in api http llhttp; do
-    clang -g -O1 -fsanitize=fuzzer-no-link,address,undefined -w -I/usr/share/include/llhttp \
-        -c /usr/share/llhttp/$f.c -o "$out/llhttp_$f.o"
-done
+# llhttp is third-party code: no warnings from it (only http and protocol link it)
+case "$which" in
+http | protocol | all)
+    for f in api http llhttp; do
+        clang -g -O1 -fsanitize=fuzzer-no-link,address,undefined -w -I/usr/share/include/llhttp \
+            -c /usr/share/llhttp/$f.c -o "$out/llhttp_$f.o"
+    done
+    ;;
+esac
 CFLAGS="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
     -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Werror
     -Isrc -I/usr/share/include/llhttp"
@@ -208,14 +221,200 @@ run_protocol() {
         fuzz/corpus-protocol fuzz/seeds-protocol
 }
 
+build_sse() {
+    # shellcheck disable=SC2086
+    clang $CFLAGS fuzz/fuzz_sse.c src/llm/sse.c src/util/buf.c src/util/log.c \
+        -o "$out/fuzz_sse"
+
+    # seeds: bytes 0-1 = where to cut, byte 2 = the data cap (255 = the default), then the stream
+    mkdir -p fuzz/corpus-sse
+    seed() { [ -e "fuzz/corpus-sse/$1" ] || printf '%b' "$2" > "fuzz/corpus-sse/$1"; }
+    if [ -z "$(ls -A fuzz/corpus-sse)" ]; then
+        seed chat '\005\0\0377data: {"a":1}\n\ndata: [DONE]\n\n'
+        seed named '\021\0\0377event: message_start\ndata: {}\n\n: ping\n\nevent: x\nid: 7\ndata: a\ndata: b\n\n'
+        seed crlf '\003\0\0377\0357\0273\0277data: a\r\n\r\ndata:b\rdata\r\r'
+        seed cap '\0\0\0001data: abcdef\n\n'
+    fi
+    printf '"%s"\n' data: 'data: ' event: id: retry: ': ping' '\x0d\x0a' '\x0d' '\x0a\x0a' \
+        '\xef\xbb\xbf' '[DONE]' '\x00' > "$out/sse.dict"
+}
+
+run_sse() {
+    # shellcheck disable=SC2086
+    "$out/fuzz_sse" -max_total_time="$secs" -max_len=4096 -dict="$out/sse.dict" \
+        -artifact_prefix=fuzz/crash-sse- ${FUZZ_FLAGS:-} fuzz/corpus-sse
+}
+
+build_llm() {
+    # libuv: headers only (provider.h names uv_loop_t); nothing here needs libcurl or the loop
+    # shellcheck disable=SC2086,SC2046
+    clang $CFLAGS $(pkg-config --cflags libuv jansson) fuzz/fuzz_llm.c \
+        src/llm/decode.c src/llm/openai.c src/llm/responses.c src/llm/anthropic.c src/llm/sse.c \
+        src/util/buf.c src/util/log.c src/util/base64.c \
+        $(pkg-config --libs jansson) -lm -o "$out/fuzz_llm"
+
+    # seeds (see fuzz_llm.c): byte 0 = mode + 5 * flags; for the streams byte 1 = how the
+    # stream is cut (0 = whole). Streams as tests/fixtures/mock_llm.py and the reference
+    # (mcp-and-llm.md §4) send them, plus the tolerated variants. Written when missing.
+    mkdir -p fuzz/corpus-llm
+    seed() {
+        [ -e "fuzz/corpus-llm/$1" ] && return 0
+        { for b in $2; do printf '%b' "\\0$(printf %03o "$b")"; done; printf '%b' "$3"; } \
+            > "fuzz/corpus-llm/$1"
+    }
+    # Chat Completions
+    c='data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"mock",'
+    seed chat-text '0 0' "$c"'"choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"usage":null}\n\n'"$c"'"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}],"usage":null}\n\n'"$c"'"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":null}],"usage":null}\n\n'"$c"'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}\n\n'"$c"'"choices":[],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29}}\n\ndata: [DONE]\n\n'
+    seed chat-tools '0 7' "$c"'"choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_abc","type":"function","function":{"name":"get_weather","arguments":""}}]},"finish_reason":null}]}\n\n'"$c"'"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\\"loc"}}]},"finish_reason":null}]}\n\n'"$c"'"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_def","type":"function","function":{"name":"get_time","arguments":""}}]},"finish_reason":null}]}\n\n'"$c"'"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"ation\\":\\"Paris\\"}"}}]},"finish_reason":null}]}\n\n'"$c"'"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\ndata: [DONE]\n\n'
+    seed chat-error '0 0' "$c"'"choices":[{"index":0,"delta":{"content":"Before the error. "},"finish_reason":null}]}\n\ndata: {"error":{"message":"Overloaded","type":"server_error"}}\n\n'
+    seed chat-compat '0 3' ': keep-alive\r\n\r\ndata: {"choices":[{"delta":{"tool_calls":[{"id":"call_1","function":{"name":"f","arguments":{"a":[1,2]}}},{"index":2,"function":{"name":"g"}}]},"finish_reason":"tool_calls"}]}\r\n\r\ndata: {"choices":[{"delta":{"content":"x"}}],\r\ndata: "usage":{"prompt_tokens":1,"completion_tokens":2}}\r\n\r\n'
+    seed chat-cut '0 1' 'data: {"choices":[{"index":0,"delta":{"content":"Partial "}}]}\n\ndata: {"choices":[{"index":0,"delta":{"content":"answer"}}]}\n\n'
+    seed chat-garbage '0 0' "$c"'"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\ndata: {this is not json\n\n'
+    seed chat-after-done '5 0' 'data: {"choices":[{"delta":{"content":"a"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\ndata: {"choices":[{"delta":{"content":"late"}}]}\n\n'
+    # Responses
+    r='{"type":"response.'
+    seed rsp-text '1 0' 'event: response.created\ndata: '"$r"'created","sequence_number":0,"response":{"id":"resp_1","object":"response","status":"in_progress","output":[],"usage":null}}\n\nevent: response.output_item.added\ndata: '"$r"'output_item.added","sequence_number":1,"output_index":0,"item":{"id":"msg_1","type":"message","status":"in_progress","content":[],"role":"assistant"}}\n\nevent: response.content_part.added\ndata: '"$r"'content_part.added","sequence_number":2,"item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"output_text","annotations":[],"text":""}}\n\nevent: response.output_text.delta\ndata: '"$r"'output_text.delta","sequence_number":3,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hel","logprobs":[]}\n\nevent: response.output_text.delta\ndata: '"$r"'output_text.delta","sequence_number":4,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"lo","logprobs":[]}\n\nevent: response.output_text.done\ndata: '"$r"'output_text.done","sequence_number":5,"item_id":"msg_1","output_index":0,"content_index":0,"text":"Hello","logprobs":[]}\n\nevent: response.output_item.done\ndata: '"$r"'output_item.done","sequence_number":6,"output_index":0,"item":{"id":"msg_1","type":"message","status":"completed","content":[{"type":"output_text","annotations":[],"text":"Hello"}],"role":"assistant"}}\n\nevent: response.completed\ndata: '"$r"'completed","sequence_number":7,"response":{"id":"resp_1","status":"completed","output":[{"id":"msg_1","type":"message","status":"completed","content":[{"type":"output_text","annotations":[],"text":"Hello"}],"role":"assistant"}],"usage":{"input_tokens":50,"output_tokens":2,"total_tokens":52}}}\n\n'
+    seed rsp-tools '1 11' 'event: response.output_item.added\ndata: '"$r"'output_item.added","sequence_number":2,"output_index":0,"item":{"type":"function_call","id":"fc_1","call_id":"call_1","name":"get_weather","arguments":"","status":"in_progress"}}\n\nevent: response.function_call_arguments.delta\ndata: '"$r"'function_call_arguments.delta","sequence_number":3,"item_id":"fc_1","output_index":0,"delta":"{\\"location\\":"}\n\nevent: response.function_call_arguments.delta\ndata: '"$r"'function_call_arguments.delta","sequence_number":4,"item_id":"fc_1","output_index":0,"delta":"\\"Paris\\"}"}\n\nevent: response.function_call_arguments.done\ndata: '"$r"'function_call_arguments.done","sequence_number":5,"item_id":"fc_1","output_index":0,"arguments":"{\\"location\\":\\"Paris\\"}"}\n\nevent: response.output_item.done\ndata: '"$r"'output_item.done","sequence_number":6,"output_index":0,"item":{"type":"function_call","id":"fc_1","call_id":"call_1","name":"get_weather","arguments":"{\\"location\\":\\"Paris\\"}","status":"completed"}}\n\nevent: response.completed\ndata: '"$r"'completed","sequence_number":7,"response":{"id":"resp_1","status":"completed","output":[{"type":"function_call","id":"fc_1","call_id":"call_1","name":"get_weather","arguments":"{\\"location\\":\\"Paris\\"}","status":"completed"}],"usage":{"input_tokens":50,"output_tokens":18,"total_tokens":68}}}\n\n'
+    seed rsp-compat '1 5' 'data: '"$r"'output_text.delta","delta":"Hi"}\n\ndata: '"$r"'output_item.added","item":{"type":"function_call","id":"fc_1","call_id":"call_1","name":"f","arguments":""}}\n\ndata: '"$r"'function_call_arguments.delta","item_id":"fc_1","delta":"{\\"a\\":"}\n\ndata: '"$r"'function_call_arguments.delta","delta":"1}"}\n\ndata: '"$r"'output_item.done","item":{"type":"function_call","call_id":"call_2","name":"g","arguments":{"b":2}}}\n\ndata: '"$r"'completed","response":{"output":[{"type":"function_call","call_id":"call_3","name":"h","arguments":"{}"}],"usage":{"input_tokens":1,"output_tokens":1}}}\n\ndata: [DONE]\n\n'
+    seed rsp-incomplete '1 0' 'event: response.output_text.delta\ndata: '"$r"'output_text.delta","output_index":0,"delta":"So far"}\n\nevent: response.refusal.delta\ndata: '"$r"'refusal.delta","delta":"no"}\n\nevent: response.incomplete\ndata: '"$r"'incomplete","response":{"status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},"output":[{"type":"message","content":[{"type":"output_text","text":"So far"}]}]}}\n\n'
+    seed rsp-failed '1 0' 'event: response.failed\ndata: '"$r"'failed","response":{"status":"failed","error":{"code":"server_error","message":"The server had an error"}}}\n\n'
+    seed rsp-error '1 2' 'event: response.output_text.delta\ndata: '"$r"'output_text.delta","delta":"Before the error. "}\n\nevent: error\ndata: {"type":"error","code":"server_error","message":"Overloaded","param":null,"sequence_number":3}\n\n'
+    seed rsp-untyped '21 0' 'event: response.output_text.delta\ndata: {"delta":"x"}\n\ndata: {"output_index":1}\n\ndata: {"error":{"message":"nested"}}\n\n'
+    # Anthropic Messages
+    a='{"type":"content_block_'
+    ms='event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":472,"output_tokens":2,"cache_creation_input_tokens":0,"cache_read_input_tokens":0}}}\n\n'
+    seed ant-text '2 0' "$ms"'event: content_block_start\ndata: '"$a"'start","index":0,"content_block":{"type":"text","text":""}}\n\nevent: ping\ndata: {"type": "ping"}\n\nevent: content_block_delta\ndata: '"$a"'delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}\n\nevent: content_block_stop\ndata: '"$a"'stop","index":0}\n\nevent: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":5}}\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n'
+    seed ant-tools '2 13' "$ms"'event: content_block_start\ndata: '"$a"'start","index":0,"content_block":{"type":"text","text":""}}\n\nevent: content_block_delta\ndata: '"$a"'delta","index":0,"delta":{"type":"text_delta","text":"Let me check"}}\n\nevent: content_block_stop\ndata: '"$a"'stop","index":0}\n\nevent: content_block_start\ndata: '"$a"'start","index":1,"content_block":{"type":"tool_use","id":"toolu_01","name":"get_weather","input":{}}}\n\nevent: content_block_delta\ndata: '"$a"'delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}\n\nevent: content_block_delta\ndata: '"$a"'delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\\"location\\": \\"Par"}}\n\nevent: content_block_delta\ndata: '"$a"'delta","index":1,"delta":{"type":"input_json_delta","partial_json":"is\\"}"}}\n\nevent: content_block_stop\ndata: '"$a"'stop","index":1}\n\nevent: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":89}}\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n'
+    seed ant-error '2 0' "$ms"'event: content_block_delta\ndata: '"$a"'delta","index":0,"delta":{"type":"text_delta","text":"Before the error. "}}\n\nevent: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    seed ant-compat '22 4' 'data: '"$a"'start","content_block":{"type":"tool_use","id":"toolu_1","name":"f","input":{"a":1}}}\r\n\r\ndata: '"$a"'delta","delta":{"type":"input_json_delta","partial_json":"{\\"b\\":2}"}}\r\n\r\ndata: '"$a"'start","index":3,"content_block":{"type":"server_tool_use","id":"srv","name":"web"}}\r\n\r\ndata: {"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"input_tokens":3,"output_tokens":4}}\r\n\r\n'
+    seed ant-cut '2 1' "$ms"'event: content_block_delta\ndata: '"$a"'delta","index":0,"delta":{"type":"thinking_delta","thinking":"hm"}}\n\n'
+    # slots out of range, usage at the edges
+    seed chat-range '0 0' 'data: {"choices":[{"delta":{"tool_calls":[{"index":63,"id":"c","function":{"name":"f","arguments":"{}"}},{"index":64}]}}],"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":-1}}\n\n'
+    seed rsp-range '1 0' 'data: '"$r"'function_call_arguments.delta","output_index":-2,"delta":"x"}\n\n'
+    seed rsp-usage '1 0' 'data: '"$r"'completed","response":{"output":[{},{"type":"function_call","name":"f","arguments":{"a":1}}],"usage":{"input_tokens":9223372036854775807,"output_tokens":-1}}}\n\n'
+    seed ant-range '2 0' 'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":9223372036854775807,"cache_creation_input_tokens":0,"cache_read_input_tokens":-9223372036854775807,"output_tokens":-1}}}\n\nevent: content_block_start\ndata: '"$a"'start","index":64,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}}\n\n'
+    # base64
+    seed b64-std '3' 'aGVsbG8gd29ybGQ='
+    seed b64-url '3' 'SGk_-w'
+    seed b64-pad '3' 'YQ=='
+    seed b64-bad '3' 'a=b='
+    # request builders
+    seed req-full '4' '{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"What is this?"},{"type":"image","mime_type":"image/png","data":"iVBORw0KGgo="}]},{"role":"assistant","content":"Let me check.","tool_calls":[{"id":"call_1","name":"get_weather","arguments":"{\\"location\\":\\"Paris\\"}"}]},{"role":"tool","tool_call_id":"call_1","content":"sunny"},{"role":"user","content":"thanks"}],"tools":[{"name":"get_weather","description":"Weather","parameters":{"type":"object","properties":{"location":{"type":"string"}}}}],"tool_choice":"get_weather","max_tokens":100}'
+    seed req-merge '4' '{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","name":"f","arguments":"not json"},{"id":"c2","name":"g"}]},{"role":"user","content":"interject"},{"role":"tool","tool_call_id":"c1","content":"r1"},{"role":"tool","tool_call_id":"c2","content":""},{"role":"system","content":"late"},{"role":"system","content":""}],"tools":[{"name":"f"},{"name":"g","parameters":[]}]}'
+    seed req-bad '4' '{"messages":[{"role":"user","content":[{"type":"image"}]},{"role":"robot","content":"x"}],"tools":[{"description":"no name"}]}'
+    seed req-nul '9' '{"messages":[{"role":"user","content":"a\\u0000b"}],"tool_choice":"x\\u0000y","tools":[{"name":"n\\u0000"}]}'
+    cat > "$out/llm.dict" <<'DICT'
+"data: "
+"event: "
+"id: "
+": ping"
+"\x0a\x0a"
+"\x0d\x0a"
+"[DONE]"
+"\"choices\":"
+"\"delta\":"
+"\"content\":"
+"\"tool_calls\":"
+"\"index\":"
+"\"id\":"
+"\"function\":"
+"\"name\":"
+"\"arguments\":"
+"\"finish_reason\":"
+"\"usage\":"
+"\"prompt_tokens\":"
+"\"completion_tokens\":"
+"\"error\":"
+"\"message\":"
+"\"type\":"
+"response.output_text.delta"
+"response.output_item.added"
+"response.output_item.done"
+"response.function_call_arguments.delta"
+"response.function_call_arguments.done"
+"response.completed"
+"response.incomplete"
+"response.failed"
+"response.refusal.delta"
+"\"error\""
+"\"output_index\":"
+"\"item_id\":"
+"\"item\":"
+"\"call_id\":"
+"\"function_call\""
+"\"output\":"
+"\"response\":"
+"\"incomplete_details\":"
+"\"reason\":"
+"\"input_tokens\":"
+"\"output_tokens\":"
+"\"output_text\""
+"\"message\""
+"\"text\":"
+"message_start"
+"content_block_start"
+"content_block_delta"
+"content_block_stop"
+"message_delta"
+"message_stop"
+"ping"
+"\"content_block\":"
+"\"tool_use\""
+"\"text\""
+"\"input\":"
+"\"input_json_delta\""
+"\"partial_json\":"
+"\"text_delta\""
+"\"stop_reason\":"
+"\"cache_creation_input_tokens\":"
+"\"cache_read_input_tokens\":"
+"\"messages\":"
+"\"role\":"
+"\"system\""
+"\"user\""
+"\"assistant\""
+"\"tool\""
+"\"tool_call_id\":"
+"\"tools\":"
+"\"tool_choice\":"
+"\"max_tokens\":"
+"\"parameters\":"
+"\"description\":"
+"\"image\""
+"\"mime_type\":"
+"\"data\":"
+"null"
+"true"
+"\"\""
+"{}"
+"[]"
+"-1"
+"63"
+"64"
+"4294967296"
+"9223372036854775807"
+"\\u0000"
+"\\ud83d\\ude00"
+"+/"
+"-_"
+"=="
+DICT
+}
+
+run_llm() {
+    # shellcheck disable=SC2086
+    "$out/fuzz_llm" -max_total_time="$secs" -max_len=8192 -dict="$out/llm.dict" \
+        -artifact_prefix=fuzz/crash-llm- ${FUZZ_FLAGS:-} fuzz/corpus-llm
+}
+
+# one target per statement: inside an && list set -e would be off in the functions, and a
+# failed build would go unnoticed
 case "$which" in
-http) build_http ;;
-protocol) build_protocol ;;
-all) build_http && build_protocol ;;
+all) build_http; build_protocol; build_sse; build_llm ;;
+*) "build_$which" ;;
 esac
 [ "$secs" -gt 0 ] || exit 0
 case "$which" in
-http) run_http ;;
-protocol) run_protocol ;;
-all) run_http && run_protocol ;;
+all) run_http; run_protocol; run_sse; run_llm ;;
+*) "run_$which" ;;
 esac

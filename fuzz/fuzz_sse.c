@@ -1,14 +1,6 @@
-/* libFuzzer harness for the SSE client parser (src/llm/sse.c). Not in fuzz/build.sh yet; from
- * the repo root:
- *
- *   mkdir -p build-fuzz fuzz/corpus-sse
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
- *       -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Werror -Isrc \
- *       fuzz/fuzz_sse.c src/llm/sse.c src/util/buf.c src/util/log.c -o build-fuzz/fuzz_sse
- *   printf '"%s"\n' data: 'data: ' event: id: retry: ': ping' '\x0d\x0a' '\x0d' '\x0a\x0a' \
- *       '\xef\xbb\xbf' '[DONE]' '\x00' > build-fuzz/sse.dict
- *   build-fuzz/fuzz_sse -max_total_time=180 -max_len=4096 -dict=build-fuzz/sse.dict \
- *       -artifact_prefix=fuzz/crash-sse- fuzz/corpus-sse
+/* libFuzzer harness for the SSE client parser (src/llm/sse.c). Built and run by fuzz/build.sh
+ * (target `sse`: corpus fuzz/corpus-sse/, dictionary build-fuzz/sse.dict, crashes in
+ * fuzz/crash-sse-*).
  *
  * Input: byte 0-1 = where to cut the stream (little-endian, modulo its length + 1), byte 2 =
  * the data cap (1 + 4*b; 255 = the default 1 MiB), the rest = the stream. The stream is fed

@@ -226,13 +226,13 @@ static void read_usage(llm_dec *d, json_t *u)
         return;
     json_t *in = json_object_get(u, "input_tokens");
     if (json_is_integer(in))
-        d->usage.input_tokens =
-            json_integer_value(in) +
-            json_integer_value(json_object_get(u, "cache_creation_input_tokens")) +
-            json_integer_value(json_object_get(u, "cache_read_input_tokens"));
+        d->usage.input_tokens = llm_tokens_add(
+            llm_tokens_add(llm_tokens(in),
+                           llm_tokens(json_object_get(u, "cache_creation_input_tokens"))),
+            llm_tokens(json_object_get(u, "cache_read_input_tokens")));
     json_t *out = json_object_get(u, "output_tokens");
     if (json_is_integer(out))
-        d->usage.output_tokens = json_integer_value(out); /* cumulative: the last one wins */
+        d->usage.output_tokens = llm_tokens(out); /* cumulative: the last one wins */
 }
 
 static int block_start(llm_dec *d, json_t *ev, const char **err)
@@ -285,6 +285,8 @@ static int block_delta(llm_dec *d, json_t *ev, const char **err)
 int ant_dec_event(llm_dec *d, const char *event, const char *data, size_t len, char *errbuf,
                   size_t errlen, const char **err)
 {
+    if (d->done)
+        return 1; /* nothing counts after message_stop */
     if (event && !strcmp(event, "ping"))
         return 0;
     json_error_t je;

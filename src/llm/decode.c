@@ -1,6 +1,7 @@
 #include "llm/decode.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,17 @@ void tc_emit(const tc_list *l, const llm_callbacks *cb, void *ud, const char *id
             snprintf(id, sizeof id, "%s%d", id_prefix, i);
         cb->on_tool_call(ud, c->id ? c->id : id, c->name, c->args.len ? c->args.data : "{}");
     }
+}
+
+int64_t llm_tokens(json_t *v)
+{
+    return json_is_integer(v) && json_integer_value(v) > 0 ? (int64_t)json_integer_value(v) : 0;
+}
+
+int64_t llm_tokens_add(int64_t a, int64_t b)
+{
+    int64_t s;
+    return __builtin_add_overflow(a, b, &s) ? INT64_MAX : s;
 }
 
 void llm_dec_init(llm_dec *d, const llm_callbacks *cb, void *ud)

@@ -61,6 +61,10 @@ typedef struct llm_dec {
 
 void llm_dec_init(llm_dec *d, const llm_callbacks *cb, void *ud);
 void llm_dec_free(llm_dec *d);
+/* A token count from upstream JSON: the integer, or 0 when absent, negative or not an integer;
+ * sums of counts saturate instead of overflowing. */
+int64_t llm_tokens(json_t *v);
+int64_t llm_tokens_add(int64_t a, int64_t b);
 /* Delivers a text delta when text is a non-empty string. */
 void llm_dec_text(llm_dec *d, json_t *text);
 /* End of the stream: emits the tool calls (slot order; unnamed ids get id_prefix + slot) then

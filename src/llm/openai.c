@@ -142,6 +142,8 @@ int oai_dec_event(llm_dec *d, const char *event, const char *data, size_t len, c
                   size_t errlen, const char **err)
 {
     (void)event;
+    if (d->done)
+        return 1; /* nothing counts after [DONE] */
     if (len == 6 && !memcmp(data, "[DONE]", 6)) {
         d->done = 1;
         return 1;
@@ -161,8 +163,8 @@ int oai_dec_event(llm_dec *d, const char *event, const char *data, size_t len, c
     }
     json_t *usage = json_object_get(ev, "usage");
     if (json_is_object(usage)) {
-        d->usage.input_tokens = json_integer_value(json_object_get(usage, "prompt_tokens"));
-        d->usage.output_tokens = json_integer_value(json_object_get(usage, "completion_tokens"));
+        d->usage.input_tokens = llm_tokens(json_object_get(usage, "prompt_tokens"));
+        d->usage.output_tokens = llm_tokens(json_object_get(usage, "completion_tokens"));
     }
     size_t i;
     json_t *ch;

@@ -38,6 +38,8 @@ static int add_message(json_t *in, buf *instr, json_t *m)
     if (!strcmp(role, "system")) {
         if (!json_is_string(content))
             return -EINVAL;
+        if (!json_string_length(content))
+            return 0;
         if (instr->len)
             buf_puts(instr, "\n\n");
         buf_append(instr, json_string_value(content), json_string_length(content));
@@ -204,8 +206,8 @@ static int finish(llm_dec *d, json_t *resp, const char **err)
 {
     json_t *usage = json_object_get(resp, "usage");
     if (json_is_object(usage)) {
-        d->usage.input_tokens = json_integer_value(json_object_get(usage, "input_tokens"));
-        d->usage.output_tokens = json_integer_value(json_object_get(usage, "output_tokens"));
+        d->usage.input_tokens = llm_tokens(json_object_get(usage, "input_tokens"));
+        d->usage.output_tokens = llm_tokens(json_object_get(usage, "output_tokens"));
     }
     int want_text = !d->text_seen;
     size_t i;
@@ -216,7 +218,9 @@ static int finish(llm_dec *d, json_t *resp, const char **err)
         if (!t)
             continue;
         if (!strcmp(t, "function_call")) { /* fills only what the stream did not give */
-            int rc = take_item(d, (long long)i, item, err);
+            int k = tc_find(&d->calls, json_string_value(json_object_get(item, "id")),
+                            json_string_value(json_object_get(item, "call_id")));
+            int rc = take_item(d, k >= 0 ? k : (long long)i, item, err);
             if (rc)
                 return rc;
         } else if (!strcmp(t, "message") && want_text) {

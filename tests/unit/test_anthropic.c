@@ -146,6 +146,22 @@ static void t_usage(void **st)
     assert_int_equal(rc, 0);
     assert_string_equal(log, "D:0,0|");
     free(log);
+
+    /* hostile counts: sums saturate, negatives count as 0 (found by fuzz_llm); nothing after
+     * message_stop counts, not even an error */
+    const sse_ev big[] = {
+        {"message_start", "{\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":"
+                          "9223372036854775807,\"cache_read_input_tokens\":1,\"output_tokens\":-5}}}"},
+        {"message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"}}"},
+        {"message_stop", "{\"type\":\"message_stop\"}"},
+        {"content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{"
+                                "\"type\":\"text_delta\",\"text\":\"late\"}}"},
+        {"error", "{\"type\":\"error\",\"error\":{\"message\":\"late\"}}"},
+    };
+    log = RUN(big, &rc, &err);
+    assert_int_equal(rc, 0);
+    assert_string_equal(log, "D:9223372036854775807,0|");
+    free(log);
 }
 
 static void t_errors(void **st)

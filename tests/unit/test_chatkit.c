@@ -10,6 +10,7 @@
 #include "auth/auth.h"
 #include "chatkit/chatkit.h"
 #include "llm/provider.h"
+#include "mcp/result.h"
 #include "util/config.h"
 #include "util/map.h"
 
@@ -282,6 +283,63 @@ static void t_demo_cancel(void **st)
     buf_free(&o.text);
 }
 
+/* MCP tool results: the model's text and the widgets (mcp/result.c). */
+static void t_mcp_result(void **st)
+{
+    (void)st;
+    json_t *r = json_loads(
+        "{\"content\":["
+        "{\"type\":\"text\",\"text\":\"Card: Hi\"},"
+        "{\"type\":\"resource\",\"resource\":{\"uri\":\"ui://w/1\",\"mimeType\":"
+        "\"application/vnd.ui.widget+json\",\"text\":\"{\\\"widget\\\":{\\\"type\\\":\\\"Card\\\","
+        "\\\"children\\\":[]},\\\"copy_text\\\":\\\"Hi\\\"}\"}},"
+        /* {"widget":{"type":"ListView","children":[]},"copy_text":"L"} in base64 */
+        "{\"type\":\"resource\",\"resource\":{\"uri\":\"ui://w/2\",\"mimeType\":"
+        "\"application/vnd.ui.widget+json\",\"blob\":"
+        "\"eyJ3aWRnZXQiOnsidHlwZSI6Ikxpc3RWaWV3IiwiY2hpbGRyZW4iOltdfSwiY29weV90ZXh0IjoiTCJ9\"}},"
+        "{\"type\":\"resource\",\"resource\":{\"uri\":\"ui://app\",\"mimeType\":"
+        "\"text/html;profile=mcp-app\",\"text\":\"<p>x</p>\"}},"
+        "{\"type\":\"resource\",\"resource\":{\"uri\":\"ui://bad\",\"mimeType\":"
+        "\"application/vnd.ui.widget+json\",\"text\":\"{not json\"}},"
+        "{\"type\":\"resource\",\"resource\":{\"uri\":\"ui://root\",\"mimeType\":"
+        "\"application/vnd.ui.widget+json\",\"text\":\"{\\\"widget\\\":{\\\"type\\\":\\\"Text\\\"}}\"}},"
+        "{\"type\":\"resource\",\"resource\":{\"uri\":\"http://x/w\",\"mimeType\":"
+        "\"application/vnd.ui.widget+json\",\"text\":\"{\\\"widget\\\":{\\\"type\\\":\\\"Card\\\"}}\"}},"
+        "{\"type\":\"image\",\"data\":\"iVBO\",\"mimeType\":\"image/png\"},"
+        "{\"type\":\"resource_link\",\"uri\":\"test://r\",\"name\":\"readme\"}]}",
+        0, NULL);
+    assert_non_null(r);
+    json_t *w = mcp_result_widgets(r, NULL);
+    assert_int_equal(json_array_size(w), 2);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_array_get(w, 0), "widget"), "type")),
+                        "Card");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(w, 1), "copy_text")), "L");
+    json_decref(w);
+    char *text = mcp_result_text(r, 1 << 20, NULL);
+    assert_non_null(strstr(text, "Card: Hi\n[widget shown to the user] Hi\n"));
+    assert_non_null(strstr(text, "[widget shown to the user] L\n"));
+    assert_non_null(strstr(text, "[resource ui://app]\n<p>x</p>"));
+    assert_non_null(strstr(text, "[resource ui://bad (application/vnd.ui.widget+json): a broken widget]"));
+    assert_non_null(strstr(text, "[image image/png]"));
+    assert_non_null(strstr(text, "[link readme: test://r]"));
+    free(text);
+    /* cut at a character boundary, with a note */
+    json_decref(r);
+    r = json_pack("{s:[{s:s,s:s}],s:b}", "content", "type", "text", "text", "é\xc3\xa9\xc3\xa9",
+                  "isError", 1);
+    text = mcp_result_text(r, 10, NULL);
+    assert_string_equal(text, "Error: \xc3\xa9\n[... cut: the tool's answer is longer]");
+    free(text);
+    json_decref(r);
+    /* no content: structuredContent */
+    r = json_pack("{s:{s:i}}", "structuredContent", "n", 5);
+    text = mcp_result_text(r, 100, NULL);
+    assert_string_equal(text, "{\"n\":5}");
+    free(text);
+    json_decref(r);
+}
+
 int main(void)
 {
     json_object_seed(0);
@@ -290,6 +348,7 @@ int main(void)
         cmocka_unit_test(t_lax_int),     cmocka_unit_test(t_config),
         cmocka_unit_test(t_auth),        cmocka_unit_test(t_map),
         cmocka_unit_test(t_demo),        cmocka_unit_test(t_demo_cancel),
+        cmocka_unit_test(t_mcp_result),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

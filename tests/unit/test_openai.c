@@ -57,6 +57,18 @@ static void t_text_and_usage(void **st)
     assert_int_equal(rc, 0);
     assert_string_equal(log, "T:Hel|T:lo|D:19,10|");
     free(log);
+
+    /* nothing after [DONE] counts (not text, not an error); negative counts are 0 */
+    const char *after[] = {
+        "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"},\"finish_reason\":\"stop\"}],"
+        "\"usage\":{\"prompt_tokens\":-3,\"completion_tokens\":2}}",
+        "[DONE]",
+        "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"late\"}}]}",
+        "{\"error\":{\"message\":\"late\"}}"};
+    log = RUN(after, &rc, &err);
+    assert_int_equal(rc, 0);
+    assert_string_equal(log, "T:ok|D:0,2|");
+    free(log);
 }
 
 static void t_tool_calls(void **st)

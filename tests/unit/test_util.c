@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "util/base64.h"
 #include "util/buf.h"
 #include "util/id.h"
 #include "util/sha256.h"
@@ -110,6 +111,40 @@ static void t_sha256(void **st)
     assert_string_equal(h, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
+/* RFC 4648 §10 vectors, both alphabets, and decoding errors. */
+static void t_base64(void **st)
+{
+    (void)st;
+    static const char *const in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    static const char *const std[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=",
+                                      "Zm9vYmFy"};
+    static const char *const url[] = {"", "Zg", "Zm8", "Zm9v", "Zm9vYg", "Zm9vYmE", "Zm9vYmFy"};
+    char out[16];
+    unsigned char back[16];
+    for (size_t i = 0; i < 7; i++) {
+        size_t n = strlen(in[i]);
+        assert_int_equal(base64_len(n, 0), strlen(std[i]));
+        assert_int_equal(base64_len(n, 1), strlen(url[i]));
+        base64_encode(in[i], n, out, 0);
+        assert_string_equal(out, std[i]);
+        base64_encode(in[i], n, out, 1);
+        assert_string_equal(out, url[i]);
+        assert_int_equal(base64_decode(std[i], strlen(std[i]), back), (long)n);
+        assert_memory_equal(back, in[i], n);
+        assert_int_equal(base64_decode(url[i], strlen(url[i]), back), (long)n);
+        assert_memory_equal(back, in[i], n);
+    }
+    unsigned char bytes[3] = {0xfb, 0xff, 0xfe};
+    base64_encode(bytes, 3, out, 0);
+    assert_string_equal(out, "+//+");
+    base64_encode(bytes, 3, out, 1);
+    assert_string_equal(out, "-__-");
+    assert_int_equal(base64_decode("+//+", 4, back), 3);
+    assert_memory_equal(back, bytes, 3);
+    assert_int_equal(base64_decode("Zm9v!", 5, back), -1);
+    assert_int_equal(base64_decode("Zm 9v", 5, back), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -118,6 +153,7 @@ int main(void)
         cmocka_unit_test(t_ids),
         cmocka_unit_test(t_ts),
         cmocka_unit_test(t_sha256),
+        cmocka_unit_test(t_base64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
