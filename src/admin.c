@@ -1,6 +1,7 @@
 #include "admin.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -286,7 +287,15 @@ static int cmd_demo(const config *cfg, store_conn *db, int json)
         ag.name = xstrdup("Demo agent");
         ag.model = xstrdup("default"); /* resolved when it runs: demo unless a key is set */
         ag.instructions = xstrdup("You are the chatkitd demo assistant.");
-        ag.config_json = xstrdup("{\"mcp_stdio\":[],\"mcp_http\":[],\"tools\":[],\"models\":[]}");
+        /* the bundled MCP server: this very binary, `chatkitd mcp-demo` */
+        char exe[PATH_MAX], cmd[PATH_MAX + 16];
+        ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        exe[el > 0 ? el : 0] = 0;
+        snprintf(cmd, sizeof cmd, "\"%s\" mcp-demo", el > 0 ? exe : "chatkitd");
+        json_t *acfg = json_pack("{s:[s],s:[],s:[s],s:[]}", "mcp_stdio", cmd, "mcp_http", "tools",
+                                 "get_current_time", "models");
+        ag.config_json = json_dumps(acfg, JSON_COMPACT);
+        json_decref(acfg);
         if ((rc = store_agent_create(db, &ag)))
             goto out;
     }

@@ -15,6 +15,8 @@
 #include "chatkit/chatkit.h"
 #include "chatkit/history.h"
 #include "chatkit/stream.h"
+#include "mcp/pool.h"
+#include "mcp/result.h"
 #include "run/run.h"
 #include "util/id.h"
 #include "util/log.h"
@@ -810,6 +812,14 @@ static int load_action_item(store_conn *db, ck_call *c)
     return 0;
 }
 
+static int work_load_widget(store_conn *db, ck_call *c)
+{
+    int rc = load_action_item(db, c);
+    if (!rc && c->not_widget)
+        return refuse(c, 400, "not_widget", "item %.64s is not a widget", c->item_id);
+    return rc;
+}
+
 static int work_action(store_conn *db, ck_call *c)
 {
     int rc = load_action_item(db, c);
@@ -830,6 +840,53 @@ static void done_action(ck_call *c)
     call_free(c);
 }
 
+/* threads.sync_custom_action with a "tool:NAME" action: the agent's MCP tool is called with the
+ * payload; when it returns a widget, the sender widget item takes it (stored, and answered as
+ * updated_item), else the answer is {}. */
+static int work_save_result(store_conn *db, ck_call *c)
+{
+    store_item it;
+    int rc = item_json_to_store(c, c->result, &it);
+    if (!rc)
+        rc = store_item_save(db, &c->scope, &it);
+    if (!rc) {
+        buf_puts(&c->out, "{\"updated_item\":");
+        buf_puts(&c->out, it.json);
+        buf_putc(&c->out, '}');
+    }
+    store_item_clear(&it);
+    return rc;
+}
+
+static void sync_tool_done(void *ud, const json_t *result, const char *err)
+{
+    ck_call *c = ud;
+    json_t *w = result ? mcp_result_widgets(result, c->req->rid) : NULL;
+    json_t *first = json_array_get(w, 0);
+    if (!result) {
+        char q[256];
+        LOGI(c->req->rid, "tool action failed", "err=\"%s\"", log_quote(err, q, sizeof q));
+    }
+    if (first && c->result) {
+        json_object_set(c->result, "widget", json_object_get(first, "widget"));
+        json_object_set(c->result, "copy_text", json_object_get(first, "copy_text"));
+        json_decref(w);
+        return run_job(c, 1, work_save_result, reply_out);
+    }
+    json_decref(w);
+    if (!result)
+        return reply_error(c, 502, "tool_failed", err);
+    reply_empty(c);
+}
+
+static void done_sync_tool(ck_call *c)
+{
+    const char *type = json_string_value(json_object_get(json_object_get(c->in, "action"), "type"));
+    const ck_agent *agent = agent_by_id(c->auth, c->thread.agent_id);
+    mcp_pool_call(c->app->mcp, agent ? agent->id : "", agent ? agent->config : NULL, type + 5,
+                  json_object_get(json_object_get(c->in, "action"), "payload"), sync_tool_done, c);
+}
+
 static int work_sync_action(store_conn *db, ck_call *c)
 {
     int rc = load_action_item(db, c);
@@ -842,17 +899,7 @@ static int work_sync_action(store_conn *db, ck_call *c)
         return 0;
     }
     /* the SDK leaves persisting updated_item to the integration: we do it */
-    store_item it;
-    rc = item_json_to_store(c, c->result, &it);
-    if (!rc)
-        rc = store_item_save(db, &c->scope, &it);
-    if (!rc) {
-        buf_puts(&c->out, "{\"updated_item\":");
-        buf_puts(&c->out, it.json);
-        buf_putc(&c->out, '}');
-    }
-    store_item_clear(&it);
-    return rc;
+    return work_save_result(db, c);
 }
 
 /* ------------------------------------------------------------------ JSON handlers */
@@ -1175,8 +1222,12 @@ static void dispatch(ck_call *c)
             json_t *act = json_pack("{s:O,s:O}", "type", json_object_get(action, "type"),
                                     "payload", json_object_get(action, "payload") ?: json_null());
             c->in = json_pack("{s:o}", "action", act);
-            if (!strcmp(t, "threads.sync_custom_action"))
+            if (!strcmp(t, "threads.sync_custom_action")) {
+                const char *at = json_string_value(json_object_get(act, "type"));
+                if (!strncmp(at, "tool:", 5) && at[5])
+                    return run_job(c, 0, work_load_widget, done_sync_tool);
                 return run_job(c, 1, work_sync_action, reply_out);
+            }
             work = work_action;
             next = done_action;
         }
@@ -1418,10 +1469,13 @@ void ck_app_init(ck_app *app, uv_loop_t *loop, const config *cfg, store *st)
     app->cfg = cfg;
     app->st = st;
     app->started_ms = uv_now(loop);
+    app->mcp = mcp_pool_new(loop, cfg);
 }
 
 void ck_app_free(ck_app *app)
 {
+    mcp_pool_free(app->mcp);
+    app->mcp = NULL;
     auth_cache_clear(app);
     map_free(&app->active);
 }

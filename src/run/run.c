@@ -1,9 +1,12 @@
 #include "run/run.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "llm/provider.h"
+#include "mcp/pool.h"
+#include "mcp/result.h"
 #include "util/buf.h"
 #include "util/id.h"
 #include "util/log.h"
@@ -37,6 +40,15 @@ struct run {
     json_t *results;    /* their results (strings; null while running) */
     size_t running;     /* calls not finished yet */
     int starting;       /* inside tools_start: completions only count */
+    char *direct;        /* a widget's "tool:NAME" action: call NAME, no model (its arguments in
+                          * direct_args) */
+    json_t *direct_args;
+    /* MCP: the agent's servers, held while the run runs */
+    mcp_agent_servers *mcp;
+    size_t mcp_waiting;  /* servers not ready yet; the model is asked once all answered */
+    json_t *tool_map;    /* offered name -> {"s": server index, "n": the server's name} */
+    struct tool_ctx **calls_out; /* one per call of the round while it runs (MCP calls) */
+    json_t *extras;      /* per call of the round: null, or {"mcp_content", "widgets"} */
     /* accounting (store_run) */
     llm_usage usage;
     unsigned model_calls, tool_calls;
@@ -177,9 +189,15 @@ static void run_free(run *r)
     stop_retry(r);
     free(r->base_url);
     free(r->tool_choice);
+    free(r->direct);
+    json_decref(r->direct_args);
     buf_free(&r->title);
     json_decref(r->round);
     json_decref(r->results);
+    json_decref(r->extras);
+    json_decref(r->tool_map);
+    free(r->calls_out);
+    mcp_pool_release(r->mcp);
     json_decref(r->tools);
     json_decref(r->calls);
     json_decref(r->messages);
@@ -426,6 +444,9 @@ static void on_tool_call(void *ud, const char *call_id, const char *name, const 
 
 static void start_call(run *r);
 static void tools_finish(run *r);
+static void tools_start(run *r);
+static void on_text(void *ud, const char *delta, size_t len);
+static void start_title(run *r);
 
 /* Call i of the round has its result (malloc'd text, taken). */
 static void tool_result(run *r, size_t i, char *result)
@@ -436,20 +457,89 @@ static void tool_result(run *r, size_t i, char *result)
         tools_finish(r);
 }
 
-/* Runs one call: a built-in the agent offers, else an error result for the model. */
+/* One MCP call of a round in flight. */
+typedef struct tool_ctx {
+    run *r;
+    size_t i;
+    mcp_call *call;
+    char *label; /* for progress texts */
+} tool_ctx;
+
+#define TOOL_TEXT_MAX (256u * 1024) /* what the model gets from one tool result */
+
+static void mcp_progress(void *ud, double progress, double total, const char *message)
+{
+    tool_ctx *t = ud;
+    char text[300];
+    if (message && *message)
+        snprintf(text, sizeof text, "%.250s", message);
+    else if (total > 0)
+        snprintf(text, sizeof text, "%.200s (%.0f%%)", t->label,
+                 progress / total * 100 > 100 ? 100 : progress / total * 100);
+    else
+        snprintf(text, sizeof text, "%.200s (%.0f)", t->label, progress);
+    stream_progress(t->r->st, "bolt", text);
+}
+
+static void mcp_done(void *ud, const json_t *result, const char *err)
+{
+    tool_ctx *t = ud;
+    run *r = t->r;
+    r->calls_out[t->i] = NULL;
+    char *text;
+    if (!result) {
+        size_t n = strlen(err) + 8;
+        text = xmalloc(n);
+        snprintf(text, n, "Error: %s", err);
+    } else {
+        text = mcp_result_text(result, TOOL_TEXT_MAX, stream_rid(r->st));
+        json_t *content = json_object_get(result, "content");
+        json_array_set_new(r->extras, t->i,
+                           json_pack("{s:O,s:o,s:b}", "mcp_content",
+                                     content ? content : json_array(), "widgets",
+                                     mcp_result_widgets(result, stream_rid(r->st)), "is_error",
+                                     json_is_true(json_object_get(result, "isError"))));
+    }
+    free(t->label);
+    size_t i = t->i;
+    free(t);
+    r->in_cb++;
+    tool_result(r, i, text);
+    leave(r);
+}
+
+static const mcp_call_cb mcp_cbs = {mcp_progress, mcp_done};
+
+/* Runs one call: an MCP tool, a built-in the agent offers, else an error result for the
+ * model. */
 static void tool_exec(run *r, size_t i, json_t *c)
 {
     const char *name = json_string_value(json_object_get(c, "name"));
     const char *args = json_string_value(json_object_get(c, "arguments"));
+    json_t *jargs = json_loads(args ? args : "{}", 0, NULL);
+    json_t *mt = json_object_get(r->tool_map, name);
+    if (mt && json_is_object(jargs)) {
+        tool_ctx *t = xcalloc(1, sizeof *t);
+        t->r = r;
+        t->i = i;
+        buf lb = BUF_INIT(0);
+        buf_puts(&lb, "Executing ");
+        buf_puts(&lb, name);
+        t->label = buf_steal(&lb, NULL);
+        r->calls_out[i] = t;
+        mcp_server *s = mcp_agent_server(r->mcp, (size_t)json_integer_value(json_object_get(mt, "s")));
+        t->call = mcp_call_tool(s, json_string_value(json_object_get(mt, "n")), jargs, &mcp_cbs, t);
+        json_decref(jargs);
+        return;
+    }
     const struct builtin *b = builtin_find(name);
     int offered = 0;
     size_t k;
     json_t *n;
     json_array_foreach(json_object_get(stream_agent(r->st)->config, "tools"), k, n)
         offered |= json_is_string(n) && !strcmp(json_string_value(n), name);
-    json_t *jargs = json_loads(args ? args : "{}", 0, NULL);
     char *result;
-    if (!b || !offered)
+    if ((!b || !offered) && !mt)
         result = xstrdup("Error: there is no such tool.");
     else if (!json_is_object(jargs))
         result = xstrdup("Error: the arguments are not a JSON object.");
@@ -468,12 +558,16 @@ static void tools_start(run *r)
     r->calls = NULL;
     r->round = calls;
     r->results = json_array();
+    r->extras = json_array();
+    free(r->calls_out);
+    r->calls_out = xcalloc(json_array_size(calls) + 1, sizeof *r->calls_out);
     json_t *asked = json_array();
     size_t i;
     json_t *c;
     json_array_foreach(calls, i, c)
     {
         json_array_append_new(r->results, json_null());
+        json_array_append_new(r->extras, json_null());
         json_array_append_new(asked, json_pack("{s:O,s:O,s:O}", "id", json_object_get(c, "id"),
                                                "name", json_object_get(c, "name"), "arguments",
                                                json_object_get(c, "arguments")));
@@ -499,22 +593,53 @@ static void tools_finish(run *r)
     json_array_foreach(r->round, i, c)
     {
         json_t *result = json_array_get(r->results, i);
+        json_t *extra = json_array_get(r->extras, i);
         json_t *note = stream_new_item(r->st, "msg", "hidden_context_item");
-        /* call_index > 0: made in the same answer as the one before (history groups them) */
+        /* call_index > 0: made in the same answer as the one before (history groups them);
+         * an MCP call keeps the server's whole content, as the seed stores mcp_content */
         json_object_set_new(note, "content", json_pack("{s:O,s:O,s:I}", "tool_call", c,
                                                         "tool_result", result, "call_index",
                                                         (json_int_t)i));
+        if (json_object_get(extra, "mcp_content"))
+            json_object_set(json_object_get(note, "content"), "mcp_content",
+                            json_object_get(extra, "mcp_content"));
         stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", note));
         json_array_append_new(r->messages, json_pack("{s:s,s:O,s:O}", "role", "tool",
                                                      "tool_call_id", json_object_get(c, "id"),
                                                      "content", result));
         r->tool_calls++;
     }
+    /* then the widgets the tools returned, in call order: shown where the tools ran */
+    json_array_foreach(r->extras, i, c)
+    {
+        size_t k;
+        json_t *w;
+        json_array_foreach(json_object_get(c, "widgets"), k, w)
+        {
+            json_t *item = stream_new_item(r->st, "msg", "widget");
+            json_object_set(item, "widget", json_object_get(w, "widget"));
+            json_object_set(item, "copy_text", json_object_get(w, "copy_text"));
+            stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", item));
+        }
+    }
+    if (r->direct) {
+        /* a widget's tool action: no model; what the tool said is shown when it has no widget */
+        json_t *extra = json_array_get(r->extras, 0);
+        if (!json_array_size(json_object_get(extra, "widgets"))) {
+            const char *t = json_string_value(json_array_get(r->results, 0));
+            on_text(r, t, strlen(t));
+            close_message(r);
+        }
+    }
     json_decref(r->round);
     json_decref(r->results);
-    r->round = r->results = NULL;
+    json_decref(r->extras);
+    r->round = r->results = r->extras = NULL;
     r->attempt = 0;
-    start_call(r);
+    if (r->direct)
+        end_run(r, "completed");
+    else
+        start_call(r);
 }
 
 static void add_usage(run *r, const llm_usage *u)
@@ -740,7 +865,161 @@ static int resolve_model(run *r, const json_t *options, char *err, size_t errlen
     return 0;
 }
 
+/* A name for an MCP tool that every provider accepts ([A-Za-z0-9_-]{1,64}) and that no
+ * other offered tool has: the server's name, else prefixed with the server's label. */
+static void offered_name(run *r, const char *label, const char *name, char out[65])
+{
+    for (int attempt = 0; attempt < 100; attempt++) {
+        char raw[200];
+        if (attempt == 0)
+            snprintf(raw, sizeof raw, "%s", name);
+        else if (attempt == 1)
+            snprintf(raw, sizeof raw, "%s__%s", label, name);
+        else
+            snprintf(raw, sizeof raw, "%.50s__%.50s_%d", label, name, attempt);
+        size_t n = 0;
+        for (const char *p = raw; *p && n < 64; p++)
+            out[n++] = (isalnum((unsigned char)*p) || *p == '_' || *p == '-') ? *p : '_';
+        out[n] = 0;
+        int taken = !n || json_object_get(r->tool_map, out) != NULL;
+        size_t i;
+        json_t *t;
+        json_array_foreach(r->tools, i, t)
+            taken |= !strcmp(json_string_value(json_object_get(t, "name")) ?: "", out);
+        if (!taken)
+            return;
+    }
+    out[0] = 0;
+}
+
+/* Adds the tools of every ready server to what the model is offered, and the servers'
+ * instructions to its system text. */
+static void add_mcp_tools(run *r)
+{
+    r->tool_map = json_object();
+    for (size_t k = 0; k < mcp_agent_nservers(r->mcp); k++) {
+        mcp_server *s = mcp_agent_server(r->mcp, k);
+        const json_t *tools = mcp_server_tools(s);
+        size_t i;
+        json_t *t;
+        json_array_foreach(tools, i, t)
+        {
+            const char *name = json_string_value(json_object_get(t, "name"));
+            char offered[65];
+            if (!name || (offered_name(r, mcp_server_label(s), name, offered), !offered[0]))
+                continue;
+            json_t *schema = json_object_get(t, "inputSchema");
+            json_t *params = json_is_object(schema) ? json_deep_copy(schema)
+                                                    : json_pack("{s:s}", "type", "object");
+            json_object_del(params, "$schema"); /* some providers refuse meta keys */
+            const char *desc = json_string_value(json_object_get(t, "description"));
+            if (!r->tools)
+                r->tools = json_array();
+            json_array_append_new(r->tools, json_pack("{s:s,s:s,s:o}", "name", offered,
+                                                      "description", desc ? desc : "",
+                                                      "parameters", params));
+            json_object_set_new(r->tool_map, offered,
+                                json_pack("{s:I,s:s}", "s", (json_int_t)k, "n", name));
+        }
+        const char *instr = mcp_server_instructions(s);
+        if (instr && *instr) {
+            size_t at = 0;
+            while (at < json_array_size(r->messages) &&
+                   !strcmp(json_string_value(json_object_get(json_array_get(r->messages, at),
+                                                             "role")) ?: "",
+                           "system"))
+                at++;
+            json_array_insert_new(r->messages, at,
+                                  json_pack("{s:s,s:s}", "role", "system", "content", instr));
+        }
+    }
+}
+
+/* A widget's "tool:NAME" action: the agent's MCP tool NAME (as the server names it, or as the
+ * model is offered it) called with the action's payload, its result shown (a widget, else the
+ * text) and stored like any tool call, without asking the model. */
+static void run_direct(run *r)
+{
+    const char *offered = NULL;
+    const char *k;
+    json_t *v;
+    json_object_foreach(r->tool_map, k, v)
+    {
+        if (!strcmp(k, r->direct) ||
+            !strcmp(json_string_value(json_object_get(v, "n")) ?: "", r->direct)) {
+            offered = k;
+            break;
+        }
+    }
+    if (!offered) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "The tool \"%.80s\" of this action is not available.", r->direct);
+        stream_error(r->st, "custom", msg, 0);
+        end_run(r, "failed");
+        return;
+    }
+    char id[ID_MAX];
+    id_new("call", id);
+    char *args = json_dumps(json_is_object(r->direct_args) ? r->direct_args : json_object(),
+                            JSON_COMPACT);
+    r->calls = json_pack("[{s:s,s:s,s:s}]", "id", id, "name", offered, "arguments", args);
+    free(args);
+    tools_start(r);
+}
+
+/* Everything is known: ask the model (and, beside it, for a title). */
+static void begin(run *r)
+{
+    if (r->mcp)
+        add_mcp_tools(r);
+    int offered = 0;
+    size_t i;
+    json_t *t;
+    json_array_foreach(r->tools, i, t)
+        offered |= r->tool_choice && !strcmp(json_string_value(json_object_get(t, "name")),
+                                             r->tool_choice);
+    if (!offered) {
+        free(r->tool_choice);
+        r->tool_choice = NULL;
+    }
+    if (r->direct) {
+        run_direct(r);
+        return;
+    }
+    start_call(r);
+    start_title(r);
+}
+
+static void on_mcp_ready(void *ud, int rc, const char *err)
+{
+    run *r = ud;
+    if (rc) {
+        char q[256];
+        LOGW(stream_rid(r->st), "MCP server unavailable; its tools are left out", "err=\"%s\"",
+             log_quote(err ? err : "", q, sizeof q));
+    }
+    if (--r->mcp_waiting == 0) {
+        r->in_cb++;
+        begin(r);
+        leave(r);
+    }
+}
+
+static void start(ck_stream *st, json_t *messages, const char *title_text, const json_t *options,
+                  const char *direct, const json_t *direct_args);
+
 void run_start(ck_stream *st, json_t *messages, const char *title_text, const json_t *options)
+{
+    start(st, messages, title_text, options, NULL, NULL);
+}
+
+static void run_start_direct(ck_stream *st, json_t *messages, const char *tool, const json_t *args)
+{
+    start(st, messages, NULL, NULL, tool, args);
+}
+
+static void start(ck_stream *st, json_t *messages, const char *title_text, const json_t *options,
+                  const char *direct, const json_t *direct_args)
 {
     if (stream_cancelled(st)) {
         /* the client left before the stream began: what it sent is stored, the model is not
@@ -757,6 +1036,20 @@ void run_start(ck_stream *st, json_t *messages, const char *title_text, const js
     r->title_text = title_text ? xstrdup(title_text) : NULL;
     r->started_us = ts_now_us();
     r->messages = messages; /* kept: a retry sends it again */
+    if (direct) {
+        r->direct = xstrdup(direct);
+        r->direct_args = json_deep_copy(direct_args);
+        snprintf(r->spec, sizeof r->spec, "tool:%.150s", direct);
+        stream_set_run(st, r);
+        r->mcp = mcp_pool_acquire(stream_app(st)->mcp, agent->id, agent->config);
+        size_t n = mcp_agent_nservers(r->mcp);
+        r->mcp_waiting = n;
+        for (size_t i = 0; i < n; i++)
+            mcp_server_ready(mcp_agent_server(r->mcp, i), on_mcp_ready, r);
+        if (!n)
+            begin(r);
+        return;
+    }
     stream_progress(st, "sparkle", "Analyzing your request...");
     char err[200];
     if (resolve_model(r, options, err, sizeof err)) {
@@ -771,14 +1064,17 @@ void run_start(ck_stream *st, json_t *messages, const char *title_text, const js
             messages, 0, json_pack("{s:s,s:s}", "role", "system", "content", agent->instructions));
     r->tools = tool_defs(json_object_get(agent->config, "tools"));
     const char *tc = json_string_value(json_object_get(json_object_get(options, "tool_choice"), "id"));
-    size_t i;
-    json_t *t;
-    json_array_foreach(r->tools, i, t)
-        if (tc && !r->tool_choice && !strcmp(json_string_value(json_object_get(t, "name")), tc))
-            r->tool_choice = xstrdup(tc); /* only a tool the model is offered */
+    r->tool_choice = tc ? xstrdup(tc) : NULL; /* kept only if it names an offered tool (begin) */
     stream_set_run(st, r);
-    start_call(r);
-    start_title(r);
+    r->mcp = mcp_pool_acquire(stream_app(st)->mcp, agent->id, agent->config);
+    size_t n = mcp_agent_nservers(r->mcp);
+    if (!n) {
+        begin(r);
+        return;
+    }
+    r->mcp_waiting = n; /* the model is asked once every server answered (ready or failed) */
+    for (size_t i = 0; i < n; i++)
+        mcp_server_ready(mcp_agent_server(r->mcp, i), on_mcp_ready, r);
 }
 
 static void start_call(run *r)
@@ -791,6 +1087,11 @@ static void start_call(run *r)
 
 void run_action(ck_stream *st, json_t *action, json_t *widget_item, json_t *history)
 {
+    const char *type = json_string_value(json_object_get(action, "type")) ?: "";
+    if (!strncmp(type, "tool:", 5) && type[5]) {
+        run_start_direct(st, history, type + 5, json_object_get(action, "payload"));
+        return;
+    }
     if (widget_item) {
         json_t *copy = json_deep_copy(widget_item);
         if (run_demo_apply_action(copy, action))
@@ -806,6 +1107,10 @@ void run_action(ck_stream *st, json_t *action, json_t *widget_item, json_t *hist
              json_string_value(json_object_get(action, "type")), payload ? payload : "null");
     free(payload);
     json_array_append_new(history, json_pack("{s:s,s:s}", "role", "user", "content", text));
+    /* stored as hidden context too, so later turns know the action was taken */
+    json_t *note = stream_new_item(st, "msg", "hidden_context_item");
+    json_object_set_new(note, "content", json_string(text));
+    stream_emit(st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", note));
     run_start(st, history, NULL, NULL);
 }
 
@@ -820,6 +1125,16 @@ void run_cancel(run *r)
     if (r->dead)
         return;
     stop_retry(r);
+    for (size_t i = 0; r->mcp_waiting && i < mcp_agent_nservers(r->mcp); i++)
+        mcp_server_ready_cancel(mcp_agent_server(r->mcp, i), r);
+    r->mcp_waiting = 0;
+    for (size_t i = 0; r->calls_out && i < json_array_size(r->round); i++)
+        if (r->calls_out[i]) {
+            mcp_call_cancel(r->calls_out[i]->call); /* sends notifications/cancelled */
+            free(r->calls_out[i]->label);
+            free(r->calls_out[i]);
+            r->calls_out[i] = NULL;
+        }
     if (r->call)
         r->prov->cancel(r->call);
     if (r->title_call)
