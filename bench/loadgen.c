@@ -4,7 +4,9 @@
  * drives its share of the connections from one edge-triggered epoll loop. Responses are parsed
  * incrementally (status line, headers, Content-Length, chunked or read-until-close bodies), so a
  * response may arrive split at any byte. SSE bodies are scanned line by line to count `data:`
- * events, to time the first one and to spot `"type":"error"` events.
+ * events, to time the first one and to spot `"type":"error"` events. With --relay-latency the
+ * first text delta whose text starts with `t=<CLOCK_MONOTONIC ns>;` (bench/mock_upstream stamps
+ * its first content delta so) is timed against the moment it arrived: the relay's added latency.
  *
  * Targets loopback addresses only, and every run is bounded by --duration (and --requests), or by
  * --hold in --open-idle mode. Run `loadgen --help` for the options.
@@ -68,7 +70,7 @@ static struct {
     double duration, warmup, hold, timeout, ramp_timeout;
     long long requests; /* 0: no limit */
     int threads;
-    bool sse, json, quiet;
+    bool sse, json, quiet, relay_latency;
     int open_idle; /* 0: normal mode */
     char **thread_ids;
     size_t nthread_ids;
@@ -248,6 +250,8 @@ typedef struct conn {
     unsigned events;
     bool sse_error;
     int64_t ttfe;
+    bool relay_seen;  /* --relay-latency: the stamped delta of this response was seen */
+    int64_t relay_ns; /* its arrival minus its stamp */
     char snip[200]; /* start of an error body / the SSE error line */
     size_t sniplen;
 } conn_t;
@@ -264,8 +268,9 @@ struct worker {
     bool finished;
     int64_t exit_time, last_completion;
     /* stats */
-    hist_t lat, ttfe;
+    hist_t lat, ttfe, relay;
     uint64_t completed, events, sse_responses, bytes_in, reconnects, retries;
+    uint64_t relay_missing; /* --relay-latency: 200 SSE responses without a stamped delta */
     uint64_t err[ERR__N];
     uint64_t status_counts[600];
     char first_error[300];
@@ -476,6 +481,8 @@ static void reset_response(conn_t *c)
     c->events = 0;
     c->sse_error = false;
     c->ttfe = -1;
+    c->relay_seen = false;
+    c->relay_ns = 0;
     c->sniplen = 0;
 }
 
@@ -525,6 +532,40 @@ static void start_request(conn_t *c, int64_t now)
 
 /* ---------------------------------------------------------------- response parsing */
 
+/* --relay-latency: an event line whose text delta starts with "t=<ns>;" (the mock upstream's
+ * stamp, taken when it wrote its first content delta). ChatKit's text_delta has "delta":"t=…";
+ * "content":"t=…" matches the mock's own chunks, so loadgen pointed straight at the mock measures
+ * the baseline (loopback and wake-ups, no relay). */
+static void relay_scan(conn_t *c, const char *line, size_t len, int64_t now)
+{
+    static const char *const keys[] = {"\"delta\":\"t=", "\"delta\": \"t=", "\"content\":\"t=", "\"content\": \"t="};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        size_t kl = strlen(keys[k]);
+        const char *p = memmem(line, len, keys[k], kl);
+        if (!p)
+            continue;
+        const char *d = p + kl, *end = line + len;
+        int64_t stamp = 0;
+        int nd = 0;
+        while (d < end && *d >= '0' && *d <= '9' && nd < 19) {
+            stamp = stamp * 10 + (*d - '0');
+            d++, nd++;
+        }
+        if (nd == 0 || d >= end || *d != ';')
+            continue;
+        c->relay_seen = true;
+        c->relay_ns = now - stamp;
+        if (g.open_idle) { /* the stream stays open: record now; it counts as ready (relaying) */
+            hist_add(&c->w->relay, c->relay_ns);
+            if (!c->ready) {
+                c->ready = true;
+                atomic_fetch_add(&g_ready, 1);
+            }
+        }
+        return;
+    }
+}
+
 static void sse_line(conn_t *c, const char *line, size_t len, int64_t now)
 {
     if (!line)
@@ -535,6 +576,8 @@ static void sse_line(conn_t *c, const char *line, size_t len, int64_t now)
         return;
     if (c->events++ == 0)
         c->ttfe = now - c->req_start;
+    if (g.relay_latency && !c->relay_seen)
+        relay_scan(c, line + 5, len - 5, now);
     if (!c->sse_error && (memmem(line, len, "\"type\":\"error\"", 14) || memmem(line, len, "\"type\": \"error\"", 15))) {
         c->sse_error = true;
         c->sniplen = len < sizeof c->snip - 1 ? len : sizeof c->snip - 1;
@@ -638,7 +681,7 @@ static int parse_decimal(const char *s, size_t n, uint64_t *out)
 
 static void headers_done_hook(conn_t *c)
 {
-    if (g.open_idle && c->status == 200 && !c->ready) {
+    if (g.open_idle && c->status == 200 && !c->ready && !g.relay_latency) {
         c->ready = true;
         atomic_fetch_add(&g_ready, 1);
     }
@@ -834,6 +877,12 @@ static void record_completion(conn_t *c, int64_t now)
         w->sse_responses++;
         if (c->ttfe >= 0)
             hist_add(&w->ttfe, c->ttfe);
+        if (g.relay_latency && c->status == 200) {
+            if (!c->relay_seen)
+                w->relay_missing++;
+            else if (!g.open_idle) /* --open-idle recorded it on arrival */
+                hist_add(&w->relay, c->relay_ns);
+        }
     }
 }
 
@@ -1052,6 +1101,10 @@ static void usage(FILE *f)
         "  -t, --threads K      worker threads, connections split between them (default 1)\n"
         "  --sse                responses are SSE streams: count data: events, time to first event;\n"
         "                       an error is a non-200, a \"type\":\"error\" event or no event at all\n"
+        "  --relay-latency      with --sse: time the first text delta whose text starts with\n"
+        "                       \"t=<CLOCK_MONOTONIC ns>;\" (bench/mock_upstream's stamp) from that stamp\n"
+        "                       to its arrival here: the relay's added latency (p50/p90/p99/max);\n"
+        "                       with --open-idle a stream counts as ready once that delta arrived\n"
         "  --timeout S          per request and per connect (default 60)\n"
         "  --json               print one JSON object instead of the human-readable report\n"
         "  --open-idle N        instead of load: open N connections, send the request once on each,\n"
@@ -1289,7 +1342,7 @@ int main(int argc, char **argv)
 {
     enum {
         O_URL = 1000, O_METHOD, O_BODY, O_BODY_FILE, O_WARMUP, O_SSE, O_JSON, O_OPEN_IDLE, O_HOLD,
-        O_TIMEOUT, O_THREADS_FILE, O_RAMP, O_HELP
+        O_TIMEOUT, O_THREADS_FILE, O_RAMP, O_RELAY, O_HELP
     };
     static const struct option longopts[] = {
         {"url", required_argument, NULL, O_URL},
@@ -1304,6 +1357,7 @@ int main(int argc, char **argv)
         {"warmup", required_argument, NULL, O_WARMUP},
         {"threads", required_argument, NULL, 't'},
         {"sse", no_argument, NULL, O_SSE},
+        {"relay-latency", no_argument, NULL, O_RELAY},
         {"timeout", required_argument, NULL, O_TIMEOUT},
         {"json", no_argument, NULL, O_JSON},
         {"open-idle", required_argument, NULL, O_OPEN_IDLE},
@@ -1338,6 +1392,7 @@ int main(int argc, char **argv)
         case O_WARMUP: g.warmup = parse_seconds("--warmup", optarg, 0, 600); break;
         case 't': g.threads = (int)parse_count("--threads", optarg, 1, 256); break;
         case O_SSE: g.sse = true; break;
+        case O_RELAY: g.relay_latency = true; break;
         case O_TIMEOUT: g.timeout = parse_seconds("--timeout", optarg, 0.001, 3600); break;
         case O_JSON: g.json = true; break;
         case O_OPEN_IDLE: g.open_idle = (int)parse_count("--open-idle", optarg, 1, 100000); break;
@@ -1359,6 +1414,8 @@ int main(int argc, char **argv)
         die("--open-idle needs --hold SECONDS");
     if (!g.open_idle && hold_given)
         die("--hold goes with --open-idle");
+    if (g.relay_latency && !g.sse)
+        die("--relay-latency goes with --sse");
     parse_url(g.url);
     if (!g.method)
         g.method = g.have_body ? "POST" : "GET";
@@ -1401,6 +1458,7 @@ int main(int argc, char **argv)
         w->rng = (seed ^ (0x9E3779B97F4A7C15ULL * (uint64_t)(t + 1))) | 1;
         hist_init(&w->lat);
         hist_init(&w->ttfe);
+        hist_init(&w->relay);
         w->epfd = epoll_create1(EPOLL_CLOEXEC);
         if (w->epfd < 0)
             die("epoll_create1: %s", strerror(errno));
@@ -1432,8 +1490,9 @@ int main(int argc, char **argv)
                 min_open = open;
                 ramp_s = (double)(now - t_start) / NS_PER_S;
                 if (!g.quiet)
-                    fprintf(stderr, "open-idle: %s: %d/%d streams open (%d with 200 headers) after %.2f s, holding %.1f s\n",
-                            ready >= g.open_idle ? "ready" : "ramp timeout", open, g.open_idle, ready, ramp_s, g.hold);
+                    fprintf(stderr, "open-idle: %s: %d/%d streams open (%d %s) after %.2f s, holding %.1f s\n",
+                            ready >= g.open_idle ? "ready" : "ramp timeout", open, g.open_idle, ready,
+                            g.relay_latency ? "relaying" : "with 200 headers", ramp_s, g.hold);
             }
             if (hold_end >= 0 && open < min_open)
                 min_open = open;
@@ -1453,9 +1512,11 @@ int main(int argc, char **argv)
         pthread_join(workers[t].th, NULL);
 
     /* aggregate */
-    hist_t lat, ttfe;
+    hist_t lat, ttfe, relay;
     hist_init(&lat);
     hist_init(&ttfe);
+    hist_init(&relay);
+    uint64_t relay_missing = 0;
     uint64_t completed = 0, events = 0, sse_resp = 0, bytes_in = 0, reconnects = 0, retries = 0, errors = 0;
     uint64_t err[ERR__N] = {0}, status_counts[600] = {0};
     int64_t exit_time = t_measure;
@@ -1464,6 +1525,8 @@ int main(int argc, char **argv)
         worker_t *w = &workers[t];
         hist_merge(&lat, &w->lat);
         hist_merge(&ttfe, &w->ttfe);
+        hist_merge(&relay, &w->relay);
+        relay_missing += w->relay_missing;
         completed += w->completed;
         events += w->events;
         sse_resp += w->sse_responses;
@@ -1519,6 +1582,14 @@ int main(int argc, char **argv)
         if (g.sse)
             fprintf(o, ",\"events_per_response\":%.3f,\"ttfe_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f}", epr,
                     hist_pct_ms(&ttfe, 50), hist_pct_ms(&ttfe, 90), hist_pct_ms(&ttfe, 99), (double)ttfe.max / NS_PER_MS);
+        if (g.relay_latency)
+            fprintf(o,
+                    ",\"relay_latency_ms\":{\"count\":%llu,\"mean\":%.4f,\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"max\":%.4f},"
+                    "\"relay_missing\":%llu",
+                    (unsigned long long)relay.total,
+                    relay.total ? (double)relay.sum / (double)relay.total / NS_PER_MS : 0.0, hist_pct_ms(&relay, 50),
+                    hist_pct_ms(&relay, 90), hist_pct_ms(&relay, 99), (double)relay.max / NS_PER_MS,
+                    (unsigned long long)relay_missing);
         fprintf(o, ",\"bytes_received\":%llu,\"reconnects\":%llu,\"retries\":%llu,\"first_error\":",
                 (unsigned long long)bytes_in, (unsigned long long)reconnects, (unsigned long long)retries);
         json_str(o, first_error);
@@ -1527,8 +1598,8 @@ int main(int argc, char **argv)
         if (g.open_idle) {
             fprintf(o, "open-idle %s %s%s: %d connections, ramp %.2f s, hold %.1f s\n", g.method, g.url, g.sse ? " (sse)" : "",
                     g.open_idle, ramp_s, g.hold);
-            fprintf(o, "  at hold start: %d open, %d with 200 headers; lowest open during hold: %d; open at end: %d\n",
-                    open_at_hold, ready_at_hold, min_open, open_at_end);
+            fprintf(o, "  at hold start: %d open, %d %s; lowest open during hold: %d; open at end: %d\n",
+                    open_at_hold, ready_at_hold, g.relay_latency ? "relaying" : "with 200 headers", min_open, open_at_end);
             fprintf(o, "  streams that ended early: %d\n", atomic_load(&g_closed));
         } else {
             fprintf(o, "%s %s%s: %d connections, %d thread%s, warmup %.1f s\n", g.method, g.url, g.sse ? " (sse)" : "",
@@ -1543,6 +1614,11 @@ int main(int argc, char **argv)
                         hist_pct_ms(&ttfe, 90), hist_pct_ms(&ttfe, 99), (double)ttfe.max / NS_PER_MS);
             }
         }
+        if (g.relay_latency)
+            fprintf(o, "  relay ms     p50 %.3f  p90 %.3f  p99 %.3f  max %.3f  (mean %.3f; %llu stamps, %llu responses without)\n",
+                    hist_pct_ms(&relay, 50), hist_pct_ms(&relay, 90), hist_pct_ms(&relay, 99), (double)relay.max / NS_PER_MS,
+                    relay.total ? (double)relay.sum / (double)relay.total / NS_PER_MS : 0.0, (unsigned long long)relay.total,
+                    (unsigned long long)relay_missing);
         fprintf(o, "  errors       %llu", (unsigned long long)errors);
         bool any = false;
         for (int k = 0; k < ERR__N; k++)
@@ -1565,6 +1641,7 @@ int main(int argc, char **argv)
     for (int t = 0; t < g.threads; t++) {
         free(workers[t].lat.counts);
         free(workers[t].ttfe.counts);
+        free(workers[t].relay.counts);
         free(workers[t].bodybuf);
         close(workers[t].epfd);
     }
@@ -1577,6 +1654,7 @@ int main(int argc, char **argv)
     free(workers);
     free(lat.counts);
     free(ttfe.counts);
+    free(relay.counts);
     free(g.segs);
     free(g.head);
     free(g.headers);

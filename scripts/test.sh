@@ -58,14 +58,15 @@ PYEOF
 
 run_unit plain "$BUILD"
 if [ -z "${FAST:-}" ]; then
-  run_unit valgrind "$BUILD" --wrap='valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite,indirect -q' --timeout-multiplier=4
+  # (--child-silent-after-fork: a forked MCP child whose exec failed holds a copy of our heap)
+  run_unit valgrind "$BUILD" --wrap='valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite,indirect -q --child-silent-after-fork=yes' --timeout-multiplier=4
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:halt_on_error=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
   run_unit asan "$BUILD_ASAN"
   run_e2e asan "$PWD/$BUILD_ASAN/chatkitd"
   # the real server under valgrind: any memory error or leak fails the test that saw it
   run_e2e valgrind "$PWD/$BUILD/chatkitd" \
-    "valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible"
+    "valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible --child-silent-after-fork=yes"
 else
   run_e2e plain "$PWD/$BUILD/chatkitd"
 fi

@@ -734,6 +734,10 @@ fetch_ctx *fetch_ctx_new(uv_loop_t *loop, const char **err)
     cu.multi_setopt(ctx->multi, CURLMOPT_SOCKETDATA, ctx);
     cu.multi_setopt(ctx->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     cu.multi_setopt(ctx->multi, CURLMOPT_TIMERDATA, ctx);
+    /* keep idle upstream connections for reuse: the default cache (4 x the transfers at the
+     * time) is too small when the number of streams swings, and every miss is a new TCP (and
+     * TLS) handshake; 16-18 % of turns reconnected at c=16 before (docs/benchmarks.md) */
+    cu.multi_setopt(ctx->multi, CURLMOPT_MAXCONNECTS, 1024L);
     uv_timer_init(loop, &ctx->timer);
     ctx->timer.data = ctx;
     uv_idle_init(loop, &ctx->idle);
