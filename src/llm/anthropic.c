@@ -98,9 +98,26 @@ static int add_message(json_t *msgs, buf *sys, json_t *m)
         const char *id = json_string_value(json_object_get(m, "tool_call_id"));
         if (!id || !json_is_string(content))
             return -EINVAL;
+        json_t *result = json_incref(content);
+        json_t *images = json_object_get(m, "images");
+        if (json_array_size(images)) { /* the result as blocks: its text, then the images */
+            json_decref(result);
+            result = json_array();
+            if (json_string_length(content))
+                json_array_append_new(result, text_block(content));
+            size_t k;
+            json_t *img;
+            json_array_foreach(images, k, img)
+            {
+                const char *mime = json_string_value(json_object_get(img, "mime_type"));
+                const char *data = json_string_value(json_object_get(img, "data"));
+                if (mime && data)
+                    json_array_append_new(result, image_block(mime, data));
+            }
+        }
         add_blocks(msgs, "user",
-                   json_pack("[{s:s,s:s,s:O}]", "type", "tool_result", "tool_use_id", id, "content",
-                             content));
+                   json_pack("[{s:s,s:s,s:o}]", "type", "tool_result", "tool_use_id", id, "content",
+                             result));
         return 0;
     }
     if (!strcmp(role, "system")) {

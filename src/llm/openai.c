@@ -80,14 +80,34 @@ char *oai_chat_body(const llm_request *req)
     json_t *msgs = json_array();
     size_t i;
     json_t *m;
+    json_t *images = NULL; /* of the tool results just added: a user message after them */
     json_array_foreach(req->messages, i, m)
     {
         json_t *cm = chat_message(m);
         if (!cm) {
             json_decref(msgs);
+            json_decref(images);
             return NULL;
         }
         json_array_append_new(msgs, cm);
+        size_t k;
+        json_t *img;
+        json_array_foreach(json_object_get(m, "images"), k, img)
+        {
+            const char *mime = json_string_value(json_object_get(img, "mime_type"));
+            const char *data = json_string_value(json_object_get(img, "data"));
+            if (!mime || !data)
+                continue;
+            if (!images)
+                images = json_pack("[{s:s,s:s}]", "type", "text", "text",
+                                   "Images the tools returned:");
+            json_array_append_new(images, image_part(mime, data));
+        }
+        json_t *next = json_array_get(req->messages, i + 1);
+        if (images && strcmp(json_string_value(json_object_get(next, "role")) ?: "", "tool")) {
+            json_array_append_new(msgs, json_pack("{s:s,s:o}", "role", "user", "content", images));
+            images = NULL;
+        }
     }
     json_t *body = json_pack("{s:s,s:o,s:b,s:{s:b}}", "model", req->model, "messages", msgs,
                              "stream", 1, "stream_options", "include_usage", 1);

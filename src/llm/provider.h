@@ -5,7 +5,11 @@
  * Input (llm_request.messages) is a JSON array in one neutral shape the adapters translate:
  *   {"role":"system"|"user"|"assistant", "content": "text"}
  *   {"role":"assistant", "tool_calls":[{"id","name","arguments": "<json text>"}]}
- *   {"role":"tool", "tool_call_id", "content": "text"}
+ *   {"role":"tool", "tool_call_id", "content": "text", "images"?: [{"mime_type","data": base64}]}
+ * A user message's content may also be an array of parts: {"type":"text","text"},
+ * {"type":"image","mime_type","data": base64}. Images of tool results go where the format
+ * takes them: inside the result (Responses, Anthropic), or in a user message right after the
+ * results (Chat Completions, whose tool messages are text only).
  * Tools (llm_request.tools): [{"name","description","parameters": <JSON schema>}]. */
 #ifndef CK_PROVIDER_H
 #define CK_PROVIDER_H

@@ -49,8 +49,25 @@ static int add_message(json_t *in, buf *instr, json_t *m)
         const char *id = json_string_value(json_object_get(m, "tool_call_id"));
         if (!id || !json_is_string(content))
             return -EINVAL;
-        json_array_append_new(in, json_pack("{s:s,s:s,s:O}", "type", "function_call_output",
-                                            "call_id", id, "output", content));
+        json_t *images = json_object_get(m, "images");
+        json_t *output = json_incref(content);
+        if (json_array_size(images)) { /* the output as parts: its text, then the images */
+            json_decref(output);
+            output = json_array();
+            if (json_string_length(content))
+                json_array_append_new(output, input_text(content));
+            size_t k;
+            json_t *img;
+            json_array_foreach(images, k, img)
+            {
+                const char *mime = json_string_value(json_object_get(img, "mime_type"));
+                const char *data = json_string_value(json_object_get(img, "data"));
+                if (mime && data)
+                    json_array_append_new(output, input_image(mime, data));
+            }
+        }
+        json_array_append_new(in, json_pack("{s:s,s:s,s:o}", "type", "function_call_output",
+                                            "call_id", id, "output", output));
         return 0;
     }
     if (!strcmp(role, "user")) {

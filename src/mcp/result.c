@@ -132,3 +132,26 @@ char *mcp_result_text(const json_t *result, size_t max, const char *rid)
     }
     return out;
 }
+
+json_t *mcp_result_images(const json_t *result, size_t max)
+{
+    static const char *const ok[] = {"image/png", "image/jpeg", "image/gif", "image/webp"};
+    json_t *out = json_array();
+    size_t used = 0, i;
+    json_t *b;
+    json_array_foreach(json_object_get(result, "content"), i, b)
+    {
+        const char *type = json_string_value(json_object_get(b, "type"));
+        const char *mime = json_string_value(json_object_get(b, "mimeType"));
+        json_t *data = json_object_get(b, "data");
+        int accepted = 0;
+        for (size_t k = 0; mime && k < sizeof ok / sizeof *ok; k++)
+            accepted |= !strcmp(mime, ok[k]);
+        if (!type || strcmp(type, "image") || !accepted || !json_is_string(data) ||
+            !json_string_length(data) || used + json_string_length(data) > max)
+            continue;
+        used += json_string_length(data);
+        json_array_append_new(out, json_pack("{s:s,s:O}", "mime_type", mime, "data", data));
+    }
+    return out;
+}

@@ -22,4 +22,8 @@ char *mcp_result_text(const json_t *result, size_t max, const char *rid);
 /* The widgets of a result: a new array of {"widget": …, "copy_text": "…"} (empty when none). */
 json_t *mcp_result_widgets(const json_t *result, const char *rid);
 
+/* The images of a result the model can be shown (PNG, JPEG, GIF, WebP; base64 at most max bytes
+ * in all): a new array of {"mime_type", "data"}. */
+json_t *mcp_result_images(const json_t *result, size_t max);
+
 #endif

@@ -465,7 +465,8 @@ typedef struct tool_ctx {
     char *label; /* for progress texts */
 } tool_ctx;
 
-#define TOOL_TEXT_MAX (256u * 1024) /* what the model gets from one tool result */
+#define TOOL_TEXT_MAX (256u * 1024)        /* what the model gets from one tool result */
+#define TOOL_IMAGES_MAX (4u * 1024 * 1024) /* base64 image bytes shown to it from one result */
 
 static void mcp_progress(void *ud, double progress, double total, const char *message)
 {
@@ -495,9 +496,10 @@ static void mcp_done(void *ud, const json_t *result, const char *err)
         text = mcp_result_text(result, TOOL_TEXT_MAX, stream_rid(r->st));
         json_t *content = json_object_get(result, "content");
         json_array_set_new(r->extras, t->i,
-                           json_pack("{s:O,s:o,s:b}", "mcp_content",
+                           json_pack("{s:O,s:o,s:o,s:b}", "mcp_content",
                                      content ? content : json_array(), "widgets",
-                                     mcp_result_widgets(result, stream_rid(r->st)), "is_error",
+                                     mcp_result_widgets(result, stream_rid(r->st)), "images",
+                                     mcp_result_images(result, TOOL_IMAGES_MAX), "is_error",
                                      json_is_true(json_object_get(result, "isError"))));
     }
     free(t->label);
@@ -604,9 +606,11 @@ static void tools_finish(run *r)
             json_object_set(json_object_get(note, "content"), "mcp_content",
                             json_object_get(extra, "mcp_content"));
         stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", note));
-        json_array_append_new(r->messages, json_pack("{s:s,s:O,s:O}", "role", "tool",
-                                                     "tool_call_id", json_object_get(c, "id"),
-                                                     "content", result));
+        json_t *tm = json_pack("{s:s,s:O,s:O}", "role", "tool", "tool_call_id",
+                               json_object_get(c, "id"), "content", result);
+        if (json_array_size(json_object_get(extra, "images"))) /* shown to the model this run */
+            json_object_set(tm, "images", json_object_get(extra, "images"));
+        json_array_append_new(r->messages, tm);
         r->tool_calls++;
     }
     /* then the widgets the tools returned, in call order: shown where the tools ran */

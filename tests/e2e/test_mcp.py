@@ -266,3 +266,28 @@ def test_sync_tool_action_updates_the_widget(server_factory, mock):
     assert c.ok("threads.sync_custom_action", {
         "thread_id": tid, "item_id": card["id"],
         "action": {"type": "tool:echo", "payload": {"message": "x"}}}) == {}
+
+
+@pytest.mark.parametrize("kind", ["openai", "openai-responses", "anthropic"])
+def test_tool_images_reach_the_model(server_factory, mock, kind):
+    model = {"openai": "openai:m", "openai-responses": "openai-responses:m",
+             "anthropic": "anthropic:m"}[kind]
+    s, c = mcp_setup(server_factory, mock, servers=[fixture_cmd()], model=model,
+                     env={"ANTHROPIC_BASE_URL": mock, "ANTHROPIC_API_KEY": "k"})
+    tid, ev = c.create_thread("call tool image")
+    body = mock_get(mock, "/_requests")[-1]["body"]
+    if kind == "openai":
+        tool_at = [i for i, m in enumerate(body["messages"]) if m["role"] == "tool"][-1]
+        after = body["messages"][tool_at + 1]
+        assert after["role"] == "user"
+        urls = [p["image_url"]["url"] for p in after["content"] if p["type"] == "image_url"]
+        assert len(urls) == 1 and urls[0].startswith("data:image/png;base64,iVBOR")
+    elif kind == "openai-responses":
+        out = [i for i in body["input"] if i.get("type") == "function_call_output"][-1]["output"]
+        assert [p["type"] for p in out] == ["input_text", "input_image"]
+        assert out[1]["image_url"].startswith("data:image/png;base64,iVBOR")
+    else:
+        blocks = [b for m in body["messages"] if isinstance(m["content"], list)
+                  for b in m["content"] if b["type"] == "tool_result"][-1]["content"]
+        assert [b["type"] for b in blocks] == ["text", "image"]
+        assert blocks[1]["source"]["media_type"] == "image/png"
