@@ -292,8 +292,8 @@ static int cmd_demo(const config *cfg, store_conn *db, int json)
         ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 1);
         exe[el > 0 ? el : 0] = 0;
         snprintf(cmd, sizeof cmd, "\"%s\" mcp-demo", el > 0 ? exe : "chatkitd");
-        json_t *acfg = json_pack("{s:[s],s:[],s:[s],s:[]}", "mcp_stdio", cmd, "mcp_http", "tools",
-                                 "get_current_time", "models");
+        json_t *acfg = json_pack("{s:[s],s:[],s:[s,s],s:[]}", "mcp_stdio", cmd, "mcp_http",
+                                 "tools", "get_current_time", "request_human_input", "models");
         ag.config_json = json_dumps(acfg, JSON_COMPACT);
         json_decref(acfg);
         if ((rc = store_agent_create(db, &ag)))

@@ -17,6 +17,7 @@
 #include "chatkit/stream.h"
 #include "mcp/pool.h"
 #include "mcp/result.h"
+#include "run/human.h"
 #include "run/run.h"
 #include "util/id.h"
 #include "util/log.h"
@@ -62,6 +63,7 @@ struct ck_call {
     json_t *result;          /* item produced by the job (loop takes it after done) */
     json_t *history;         /* the model's input, built from the thread by the job */
     json_t *options;         /* inference_options of the newest user message (job) */
+    int human;               /* work_human's verdict (HUMAN_*) */
     int64_t last_us;
     int not_widget;
     int is_upload;
@@ -597,13 +599,150 @@ static int work_add_message(store_conn *db, ck_call *c)
     return rc ? rc : load_history(db, c);
 }
 
+/* The interaction (issue 5) the thread waits for: its record item id, or NULL. */
+static const char *pending_interaction(ck_call *c, char out[STORE_ID_MAX])
+{
+    json_t *md = json_loads(c->thread.metadata_json ? c->thread.metadata_json : "{}", 0, NULL);
+    const char *id = json_string_value(json_object_get(md, "pending_interaction"));
+    if (id)
+        snprintf(out, STORE_ID_MAX, "%s", id);
+    json_decref(md);
+    return id ? out : NULL;
+}
+
+/* An assistant message (stored, streamed) that ends the stream: no model is asked. */
+static void say(ck_stream *st, const char *text)
+{
+    json_t *m = stream_new_item(st, "msg", "assistant_message");
+    json_object_set_new(m, "content", json_pack("[{s:[],s:s,s:s}]", "annotations", "text", text,
+                                                "type", "output_text"));
+    stream_emit(st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", m));
+    stream_finish(st);
+}
+
 static void done_add_message(ck_call *c)
 {
     release_thread(c);
     ck_stream *st = open_stream(c);
     stream_emit_raw(st, c->out.data, c->out.len);
     emit_stream_options(st);
-    run_start(st, take_history(c), c->text, c->options);
+    char iid[STORE_ID_MAX];
+    if (pending_interaction(c, iid)) /* the message is stored; the form comes first (seed) */
+        say(st, HUMAN_PENDING_TEXT);
+    else
+        run_start(st, take_history(c), c->text, c->options);
+    call_free(c);
+}
+
+/* threads.custom_action human.form_submit | human.best_judgement | human.cancel (issue 5):
+ * checked and applied in one write job, so a second submission (a double click, another tab)
+ * finds nothing pending and changes nothing. */
+enum { HUMAN_OK, HUMAN_NOT_PENDING, HUMAN_INVALID };
+
+static int work_human(store_conn *db, ck_call *c)
+{
+    int rc = load_thread(db, c);
+    if (rc)
+        return rc;
+    json_t *action = json_object_get(c->in, "action");
+    const char *kind = json_string_value(json_object_get(action, "type")) + 6;
+    if (!strcmp(kind, "form_submit"))
+        kind = "submit";
+    json_t *payload = json_object_get(action, "payload");
+    const char *want = json_string_value(json_object_get(payload, "interaction_id"));
+    char iid[STORE_ID_MAX];
+    if (!pending_interaction(c, iid) || !want || strcmp(want, iid)) {
+        c->human = HUMAN_NOT_PENDING;
+        return 0;
+    }
+    store_item it = {0};
+    rc = store_item_load(db, &c->scope, c->thread_id, iid, &it);
+    json_t *rec = rc ? NULL : ck_item_parse(&it);
+    store_item_clear(&it);
+    json_t *hi = json_object_get(json_object_get(rec, "content"), "human_interaction");
+    json_t *form = json_object_get(hi, "form");
+    if (!form) {
+        json_decref(rec);
+        c->human = HUMAN_NOT_PENDING;
+        return rc == STORE_ENOTFOUND ? 0 : rc;
+    }
+    json_t *answers = NULL;
+    if (!strcmp(kind, "submit")) {
+        char *problems = NULL;
+        answers = human_answers(form, payload, &problems);
+        if (!answers) {
+            c->human = HUMAN_INVALID;
+            c->text = problems;
+            json_decref(rec);
+            return 0;
+        }
+    }
+    char *text = human_result_text(form, answers, kind);
+    /* the answers become the tool's result (hidden, the model's); the record is closed; the
+     * thread waits no more; the form widget is replaced by a summary (streamed, stored) */
+    json_t *tool = json_pack("{s:s,s:s,s:s,s:s}", "id", "", "thread_id", c->thread.id,
+                             "created_at", "", "type", "hidden_context_item");
+    char tid[ID_MAX], ts[TS_MAX];
+    id_new("msg", tid);
+    ts_format(next_us(c), ts);
+    json_object_set_new(tool, "id", json_string(tid));
+    json_object_set_new(tool, "created_at", json_string(ts));
+    json_object_set_new(tool, "content", json_pack("{s:O,s:s,s:i,s:s}", "tool_call",
+                                                   json_object_get(hi, "tool_call"), "tool_result",
+                                                   text, "call_index", 0, "human", kind));
+    json_object_set_new(hi, "status", json_string(kind));
+    store_item a = {0}, b = {0};
+    rc = item_json_to_store(c, tool, &a);
+    if (!rc)
+        rc = store_item_add(db, &c->scope, &a);
+    if (!rc && !(rc = item_json_to_store(c, rec, &b)))
+        rc = store_item_save(db, &c->scope, &b);
+    store_item_clear(&a);
+    store_item_clear(&b);
+    if (!rc) {
+        json_t *md = json_loads(c->thread.metadata_json ? c->thread.metadata_json : "{}", 0, NULL);
+        json_object_del(md, "pending_interaction");
+        free(c->thread.metadata_json);
+        c->thread.metadata_json = json_dumps(md, JSON_COMPACT);
+        json_decref(md);
+        rc = store_thread_save(db, &c->scope, &c->thread);
+    }
+    /* the summary replaces the form: loaded here, streamed (and stored) by the pipeline */
+    const char *wid = json_string_value(json_object_get(hi, "widget_item_id"));
+    if (!rc && wid && !store_item_load(db, &c->scope, c->thread_id, wid, &it)) {
+        c->result = ck_item_parse(&it);
+        if (c->result)
+            json_object_set_new(c->result, "widget", human_summary_widget(form, answers, kind));
+    }
+    store_item_clear(&it);
+    free(text);
+    json_decref(answers);
+    json_decref(tool);
+    json_decref(rec);
+    c->human = HUMAN_OK;
+    return rc ? rc : load_history(db, c);
+}
+
+static void done_human(ck_call *c)
+{
+    release_thread(c);
+    ck_stream *st = open_stream(c);
+    emit_stream_options(st);
+    if (c->human == HUMAN_NOT_PENDING) {
+        stream_error(st, "custom", "This form is no longer waiting for an answer.", 0);
+        stream_finish(st);
+    } else if (c->human == HUMAN_INVALID) {
+        buf b = BUF_INIT(0);
+        buf_puts(&b, "Please complete the form and submit it again:\n");
+        buf_puts(&b, c->text ? c->text : "");
+        say(st, b.data);
+        buf_free(&b);
+    } else {
+        if (c->result)
+            stream_emit(st, json_pack("{s:s,s:O}", "type", "thread.item.replaced", "item",
+                                      c->result));
+        run_start(st, take_history(c), NULL, c->options); /* the model goes on with the answer */
+    }
     call_free(c);
 }
 
@@ -1228,8 +1367,15 @@ static void dispatch(ck_call *c)
                     return run_job(c, 0, work_load_widget, done_sync_tool);
                 return run_job(c, 1, work_sync_action, reply_out);
             }
-            work = work_action;
-            next = done_action;
+            const char *at = json_string_value(json_object_get(act, "type"));
+            if (!strcmp(at, "human.form_submit") || !strcmp(at, "human.best_judgement") ||
+                !strcmp(at, "human.cancel")) {
+                work = work_human;
+                next = done_human;
+            } else {
+                work = work_action;
+                next = done_action;
+            }
         }
         if (reserve_thread(c)) {
             /* nothing a user typed is lost: a message is stored even when it cannot be

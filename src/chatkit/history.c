@@ -243,6 +243,9 @@ static void history_append(hist *h, json_t *it)
                             json_string_value(json_object_get(content, "tool_result")) ?: ""));
         buf_free(&b);
         return;
+    } else if (CK_HIDDEN_TYPE(type) &&
+               json_object_get(json_object_get(it, "content"), "human_interaction")) {
+        /* the record of a form (issue 5): the server's, not the model's */
     } else if (CK_HIDDEN_TYPE(type)) {
         json_t *content = json_object_get(it, "content");
         char *t = json_is_string(content) ? NULL

@@ -9,12 +9,12 @@
 #include "util/log.h"
 #include "util/timeutil.h"
 
-enum entry_kind { E_EVENT, E_RAW, E_DELTA, E_TITLE, E_RUN, E_CANCEL, E_END };
+enum entry_kind { E_EVENT, E_RAW, E_DELTA, E_TITLE, E_META, E_RUN, E_CANCEL, E_END };
 
 typedef struct entry {
     struct entry *next;
     enum entry_kind kind;
-    json_t *ev;        /* E_EVENT */
+    json_t *ev;        /* E_EVENT; E_META: the value (NULL: delete the key) */
     char *text;        /* E_RAW json, E_DELTA delta */
     size_t len;
     int index;         /* E_DELTA content index */
@@ -641,6 +641,24 @@ static void pump_loop(ck_stream *st)
                 e->text = NULL;
                 st->thread_dirty = 1;
                 break;
+            case E_META: {
+                /* server-private thread metadata (never sent: threads carry metadata {}) */
+                json_t *md = json_loads(st->thread.metadata_json ? st->thread.metadata_json : "{}",
+                                        0, NULL);
+                if (!json_is_object(md)) {
+                    json_decref(md);
+                    md = json_object();
+                }
+                if (e->ev)
+                    json_object_set(md, e->text, e->ev);
+                else
+                    json_object_del(md, e->text);
+                free(st->thread.metadata_json);
+                st->thread.metadata_json = json_dumps(md, JSON_COMPACT);
+                json_decref(md);
+                st->thread_dirty = 1;
+                break;
+            }
             case E_RUN: job_op(&j, J_RUN)->run = *e->run; break;
             case E_CANCEL: handle_cancel(st); break;
             case E_END:
@@ -649,7 +667,7 @@ static void pump_loop(ck_stream *st)
                 st->ended_pending = 1;
                 return;
             }
-            if (st->thread_dirty && e->kind != E_TITLE)
+            if (st->thread_dirty && e->kind != E_TITLE && e->kind != E_META)
                 st->announce = 1;
             json_decref(e->ev);
             free(e->text);
@@ -764,6 +782,14 @@ void stream_set_title(ck_stream *st, const char *title)
 {
     entry *e = entry_new(E_TITLE);
     e->text = title ? xstrdup(title) : NULL;
+    push(st, e);
+}
+
+void stream_set_metadata(ck_stream *st, const char *key, json_t *value)
+{
+    entry *e = entry_new(E_META);
+    e->text = xstrdup(key);
+    e->ev = value;
     push(st, e);
 }
 

@@ -36,6 +36,9 @@ void stream_error(ck_stream *st, const char *code, const char *message, int allo
 void stream_progress(ck_stream *st, const char *icon, const char *text);
 /* Thread metadata changes: saved and announced (thread.updated) after the next event. */
 void stream_set_title(ck_stream *st, const char *title);
+/* A key of the thread's server-private metadata (clients always see metadata {}), saved in
+ * queue order like a title; value stolen, NULL deletes the key. */
+void stream_set_metadata(ck_stream *st, const char *key, json_t *value);
 /* The run's accounting, stored with the events queued before it. r is copied. */
 void stream_record_run(ck_stream *st, const store_run *r);
 /* The producer is done; the stream ends once everything queued is stored and sent. */

@@ -8,7 +8,9 @@
  *   "fail"        fails before the first delta (a retryable upstream error)
  *   "what time"   calls get_current_time when the agent has it; answers with its result
  *   "weather"     calls get_weather {"city": the word after "in", else Paris} when the agent
- *                 has it (the bundled MCP server's weather widget) */
+ *                 has it (the bundled MCP server's weather widget)
+ *   "book", "reserve"  asks for the booking's details with request_human_input when the agent
+ *                 has it (a form; the run waits for the user's answers) */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +36,15 @@ struct llm_call {
 };
 
 static const char *const demo_tools[] = {NULL, "demo_widget", "get_selection", "demo_choose",
-                                         "get_current_time", "get_weather"};
+                                         "get_current_time", "get_weather", "request_human_input"};
+
+static const char demo_form[] =
+    "{\"title\":\"Book a table\",\"description\":\"A few details for your booking.\","
+    "\"fields\":[{\"name\":\"name\",\"label\":\"Your name\",\"type\":\"text\","
+    "\"required\":true},{\"name\":\"date\",\"label\":\"Date\",\"type\":\"date\","
+    "\"required\":true},{\"name\":\"guests\",\"label\":\"Guests\",\"type\":\"number\","
+    "\"default\":2},{\"name\":\"seating\",\"label\":\"Seating\",\"type\":\"select\","
+    "\"options\":[\"Inside\",\"Terrace\"]}]}";
 
 /* {"city": "<the word after " in ">"} (letters only, capitalised), Paris when there is none. */
 static char *weather_args(const char *in)
@@ -183,6 +193,10 @@ static llm_call *demo_start(uv_loop_t *loop, const llm_request *req, const llm_c
     else if (is_user && has_word(in, "weather") && offers(req->tools, "get_weather")) {
         c->tool = 5;
         c->args = weather_args(in);
+    } else if (is_user && (has_word(in, "book") || has_word(in, "reserve")) &&
+               offers(req->tools, "request_human_input")) {
+        c->tool = 6;
+        c->args = xstrdup(demo_form);
     } else if (is_user && has_word(in, "widget"))
         c->tool = 1;
     else if (is_user && has_word(in, "what time") && offers(req->tools, "get_current_time"))

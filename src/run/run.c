@@ -7,6 +7,7 @@
 #include "llm/provider.h"
 #include "mcp/pool.h"
 #include "mcp/result.h"
+#include "run/human.h"
 #include "util/buf.h"
 #include "util/id.h"
 #include "util/log.h"
@@ -49,6 +50,9 @@ struct run {
     json_t *tool_map;    /* offered name -> {"s": server index, "n": the server's name} */
     struct tool_ctx **calls_out; /* one per call of the round while it runs (MCP calls) */
     json_t *extras;      /* per call of the round: null, or {"mcp_content", "widgets"} */
+    json_t *human_form;  /* a request_human_input call of the round: its form; the run then
+                          * waits for the user instead of asking the model again */
+    size_t human_index;  /* that call's index in the round */
     /* accounting (store_run) */
     llm_usage usage;
     unsigned model_calls, tool_calls;
@@ -96,6 +100,12 @@ static json_t *tool_defs(const json_t *names)
     json_array_foreach(names, i, n)
     {
         const struct builtin *b = json_is_string(n) ? builtin_find(json_string_value(n)) : NULL;
+        if (!b && json_is_string(n) && !strcmp(json_string_value(n), HUMAN_TOOL)) {
+            if (!defs)
+                defs = json_array();
+            json_array_append_new(defs, human_tool_def());
+            continue;
+        }
         if (!b)
             continue;
         if (!defs)
@@ -195,6 +205,7 @@ static void run_free(run *r)
     json_decref(r->round);
     json_decref(r->results);
     json_decref(r->extras);
+    json_decref(r->human_form);
     json_decref(r->tool_map);
     free(r->calls_out);
     mcp_pool_release(r->mcp);
@@ -451,7 +462,7 @@ static void start_title(run *r);
 /* Call i of the round has its result (malloc'd text, taken). */
 static void tool_result(run *r, size_t i, char *result)
 {
-    json_array_set_new(r->results, i, json_string(result));
+    json_array_set_new(r->results, i, result ? json_string(result) : json_null());
     free(result);
     if (--r->running == 0 && !r->starting)
         tools_finish(r);
@@ -540,6 +551,26 @@ static void tool_exec(run *r, size_t i, json_t *c)
     json_t *n;
     json_array_foreach(json_object_get(stream_agent(r->st)->config, "tools"), k, n)
         offered |= json_is_string(n) && !strcmp(json_string_value(n), name);
+    if (offered && !mt && !strcmp(name, HUMAN_TOOL)) {
+        /* a form for the user: the run waits for it (tools_finish) */
+        char err[300] = "the arguments are not a JSON object";
+        json_t *form = json_is_object(jargs) ? human_form_parse(jargs, err, sizeof err) : NULL;
+        json_decref(jargs);
+        char *msg = NULL;
+        if (form && r->human_form) {
+            json_decref(form);
+            msg = xstrdup("Error: only one form can wait for the user at a time.");
+        } else if (!form) {
+            size_t len = strlen(err) + 8;
+            msg = xmalloc(len);
+            snprintf(msg, len, "Error: %s", err);
+        } else {
+            r->human_form = form;
+            r->human_index = i;
+        }
+        tool_result(r, i, msg); /* NULL: answered when the user is */
+        return;
+    }
     char *result;
     if ((!b || !offered) && !mt)
         result = xstrdup("Error: there is no such tool.");
@@ -588,12 +619,34 @@ static void tools_start(run *r)
         tools_finish(r);
 }
 
+/* The round asked the user for input (request_human_input): the form goes out as a widget, the
+ * interaction is recorded (a hidden record the model never sees, and the thread's pending mark)
+ * and the run ends waiting; the user's submission resumes it (threads.custom_action). */
+static void ask_human(run *r)
+{
+    json_t *rec = stream_new_item(r->st, "msg", "hidden_context_item");
+    const char *iid = json_string_value(json_object_get(rec, "id"));
+    json_t *w = stream_new_item(r->st, "msg", "widget");
+    json_object_set_new(w, "widget", human_form_widget(r->human_form, iid));
+    json_object_set(w, "copy_text", json_object_get(r->human_form, "title"));
+    json_object_set_new(rec, "content",
+                        json_pack("{s:{s:s,s:O,s:O,s:O,s:s}}", "human_interaction", "id", iid,
+                                  "tool_call", json_array_get(r->round, r->human_index), "form",
+                                  r->human_form, "widget_item_id", json_object_get(w, "id"),
+                                  "status", "pending"));
+    stream_set_metadata(r->st, "pending_interaction", json_string(iid));
+    stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", w));
+    stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", rec));
+}
+
 static void tools_finish(run *r)
 {
-    size_t i;
+    size_t i, n = 0;
     json_t *c;
     json_array_foreach(r->round, i, c)
     {
+        if (r->human_form && i == r->human_index)
+            continue; /* answered when the user is */
         json_t *result = json_array_get(r->results, i);
         json_t *extra = json_array_get(r->extras, i);
         json_t *note = stream_new_item(r->st, "msg", "hidden_context_item");
@@ -601,7 +654,7 @@ static void tools_finish(run *r)
          * an MCP call keeps the server's whole content, as the seed stores mcp_content */
         json_object_set_new(note, "content", json_pack("{s:O,s:O,s:I}", "tool_call", c,
                                                         "tool_result", result, "call_index",
-                                                        (json_int_t)i));
+                                                        (json_int_t)n++));
         if (json_object_get(extra, "mcp_content"))
             json_object_set(json_object_get(note, "content"), "mcp_content",
                             json_object_get(extra, "mcp_content"));
@@ -635,12 +688,16 @@ static void tools_finish(run *r)
             close_message(r);
         }
     }
+    if (r->human_form)
+        ask_human(r);
     json_decref(r->round);
     json_decref(r->results);
     json_decref(r->extras);
     r->round = r->results = r->extras = NULL;
     r->attempt = 0;
-    if (r->direct)
+    if (r->human_form)
+        end_run(r, "waiting");
+    else if (r->direct)
         end_run(r, "completed");
     else
         start_call(r);
