@@ -639,6 +639,64 @@ static void done_add_message(ck_call *c)
  * finds nothing pending and changes nothing. */
 enum { HUMAN_OK, HUMAN_NOT_PENDING, HUMAN_INVALID };
 
+/* An interaction is answered (in the caller's write job): the answer becomes the tool's result
+ * (a hidden tool item: the model's), the record is closed and the thread waits no more. */
+static int close_interaction(store_conn *db, ck_call *c, json_t *rec, const char *text,
+                             const char *kind)
+{
+    json_t *hi = json_object_get(json_object_get(rec, "content"), "human_interaction");
+    json_t *tool = json_pack("{s:s,s:s,s:s,s:s}", "id", "", "thread_id", c->thread.id,
+                             "created_at", "", "type", "hidden_context_item");
+    char tid[ID_MAX], ts[TS_MAX];
+    id_new("msg", tid);
+    ts_format(next_us(c), ts);
+    json_object_set_new(tool, "id", json_string(tid));
+    json_object_set_new(tool, "created_at", json_string(ts));
+    json_object_set_new(tool, "content", json_pack("{s:O,s:s,s:i,s:s}", "tool_call",
+                                                   json_object_get(hi, "tool_call"), "tool_result",
+                                                   text, "call_index", 0, "human", kind));
+    json_object_set_new(hi, "status", json_string(kind));
+    store_item a = {0}, b = {0};
+    int rc = item_json_to_store(c, tool, &a);
+    if (!rc)
+        rc = store_item_add(db, &c->scope, &a);
+    if (!rc && !(rc = item_json_to_store(c, rec, &b)))
+        rc = store_item_save(db, &c->scope, &b);
+    store_item_clear(&a);
+    store_item_clear(&b);
+    json_decref(tool);
+    if (!rc) {
+        json_t *md = json_loads(c->thread.metadata_json ? c->thread.metadata_json : "{}", 0, NULL);
+        json_object_del(md, "pending_interaction");
+        free(c->thread.metadata_json);
+        c->thread.metadata_json = json_dumps(md, JSON_COMPACT);
+        json_decref(md);
+        rc = store_thread_save(db, &c->scope, &c->thread);
+    }
+    return rc;
+}
+
+/* The pending interaction's record, when the thread waits for one (NULL otherwise). */
+static json_t *load_interaction(store_conn *db, ck_call *c, int *rc)
+{
+    char iid[STORE_ID_MAX];
+    *rc = 0;
+    if (!pending_interaction(c, iid))
+        return NULL;
+    store_item it = {0};
+    *rc = store_item_load(db, &c->scope, c->thread_id, iid, &it);
+    json_t *rec = *rc ? NULL : ck_item_parse(&it);
+    store_item_clear(&it);
+    if (*rc == STORE_ENOTFOUND)
+        *rc = 0;
+    if (!json_object_get(json_object_get(json_object_get(rec, "content"), "human_interaction"),
+                         "form")) {
+        json_decref(rec);
+        return NULL;
+    }
+    return rec;
+}
+
 static int work_human(store_conn *db, ck_call *c)
 {
     int rc = load_thread(db, c);
@@ -650,21 +708,14 @@ static int work_human(store_conn *db, ck_call *c)
         kind = "submit";
     json_t *payload = json_object_get(action, "payload");
     const char *want = json_string_value(json_object_get(payload, "interaction_id"));
-    char iid[STORE_ID_MAX];
-    if (!pending_interaction(c, iid) || !want || strcmp(want, iid)) {
-        c->human = HUMAN_NOT_PENDING;
-        return 0;
-    }
-    store_item it = {0};
-    rc = store_item_load(db, &c->scope, c->thread_id, iid, &it);
-    json_t *rec = rc ? NULL : ck_item_parse(&it);
-    store_item_clear(&it);
+    json_t *rec = load_interaction(db, c, &rc);
     json_t *hi = json_object_get(json_object_get(rec, "content"), "human_interaction");
     json_t *form = json_object_get(hi, "form");
-    if (!form) {
+    if (!rec || !want || strcmp(want, json_string_value(json_object_get(hi, "id")) ?: "") ||
+        !json_object_get(hi, "widget_item_id")) {
         json_decref(rec);
         c->human = HUMAN_NOT_PENDING;
-        return rc == STORE_ENOTFOUND ? 0 : rc;
+        return rc;
     }
     json_t *answers = NULL;
     if (!strcmp(kind, "submit")) {
@@ -678,36 +729,9 @@ static int work_human(store_conn *db, ck_call *c)
         }
     }
     char *text = human_result_text(form, answers, kind);
-    /* the answers become the tool's result (hidden, the model's); the record is closed; the
-     * thread waits no more; the form widget is replaced by a summary (streamed, stored) */
-    json_t *tool = json_pack("{s:s,s:s,s:s,s:s}", "id", "", "thread_id", c->thread.id,
-                             "created_at", "", "type", "hidden_context_item");
-    char tid[ID_MAX], ts[TS_MAX];
-    id_new("msg", tid);
-    ts_format(next_us(c), ts);
-    json_object_set_new(tool, "id", json_string(tid));
-    json_object_set_new(tool, "created_at", json_string(ts));
-    json_object_set_new(tool, "content", json_pack("{s:O,s:s,s:i,s:s}", "tool_call",
-                                                   json_object_get(hi, "tool_call"), "tool_result",
-                                                   text, "call_index", 0, "human", kind));
-    json_object_set_new(hi, "status", json_string(kind));
-    store_item a = {0}, b = {0};
-    rc = item_json_to_store(c, tool, &a);
-    if (!rc)
-        rc = store_item_add(db, &c->scope, &a);
-    if (!rc && !(rc = item_json_to_store(c, rec, &b)))
-        rc = store_item_save(db, &c->scope, &b);
-    store_item_clear(&a);
-    store_item_clear(&b);
-    if (!rc) {
-        json_t *md = json_loads(c->thread.metadata_json ? c->thread.metadata_json : "{}", 0, NULL);
-        json_object_del(md, "pending_interaction");
-        free(c->thread.metadata_json);
-        c->thread.metadata_json = json_dumps(md, JSON_COMPACT);
-        json_decref(md);
-        rc = store_thread_save(db, &c->scope, &c->thread);
-    }
+    rc = close_interaction(db, c, rec, text, kind);
     /* the summary replaces the form: loaded here, streamed (and stored) by the pipeline */
+    store_item it = {0};
     const char *wid = json_string_value(json_object_get(hi, "widget_item_id"));
     if (!rc && wid && !store_item_load(db, &c->scope, c->thread_id, wid, &it)) {
         c->result = ck_item_parse(&it);
@@ -717,7 +741,6 @@ static int work_human(store_conn *db, ck_call *c)
     store_item_clear(&it);
     free(text);
     json_decref(answers);
-    json_decref(tool);
     json_decref(rec);
     c->human = HUMAN_OK;
     return rc ? rc : load_history(db, c);
@@ -843,6 +866,18 @@ static int work_structured(store_conn *db, ck_call *c)
     free(it.json);
     it.json = json_dumps(item, JSON_COMPACT);
     rc = it.json ? store_item_save(db, &c->scope, &it) : STORE_EIO;
+    /* the questions of a request_human_input call (an agent with structured forms): the
+     * answers are the tool's result */
+    json_t *rec = rc ? NULL : load_interaction(db, c, &rc);
+    json_t *hi = json_object_get(json_object_get(rec, "content"), "human_interaction");
+    if (rec && !strcmp(json_string_value(json_object_get(hi, "structured_item_id")) ?: "",
+                       c->item_id)) {
+        char *text = human_structured_text(json_object_get(hi, "form"),
+                                           json_object_get(item, "inputs"));
+        rc = close_interaction(db, c, rec, text, strcmp(status, "skipped") ? "submit" : "skip");
+        free(text);
+    }
+    json_decref(rec);
     if (!rc) {
         buf_puts(&c->out, "{\"type\":\"thread.item.replaced\",\"item\":");
         buf_puts(&c->out, it.json);

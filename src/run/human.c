@@ -1066,3 +1066,70 @@ json_t *human_summary_widget(const json_t *form, const json_t *answers, const ch
                                           "color", "secondary"));
     return json_pack("{s:s,s:s,s:o}", "type", "Card", "size", "md", "children", kids);
 }
+
+json_t *human_structured_inputs(const json_t *form)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(form, "fields"), i, f)
+    {
+        const char *type = json_string_value(json_object_get(f, "type")) ?: "";
+        json_t *q = json_pack("{s:O,s:O}", "id", json_object_get(f, "name"), "question",
+                              json_object_get(f, "label"));
+        if (!strcmp(type, "select") || !strcmp(type, "multi_select")) {
+            json_t *opts = json_array();
+            size_t k;
+            json_t *o;
+            json_array_foreach(json_object_get(f, "options"), k, o)
+                json_array_append_new(opts, json_pack("{s:O}", "value", json_object_get(o, "value")));
+            json_object_set_new(q, "type", json_string("multiple_choice"));
+            json_object_set_new(q, "options", opts);
+            json_object_set_new(q, "multiple", json_boolean(!strcmp(type, "multi_select")));
+        } else if (!strcmp(type, "text") || !strcmp(type, "textarea")) {
+            json_object_set_new(q, "type", json_string("freeform"));
+            json_t *ph = json_object_get(f, "placeholder");
+            if (json_is_string(ph))
+                json_object_set(q, "description", ph);
+        } else {
+            json_decref(q);
+            json_decref(out);
+            return NULL;
+        }
+        json_array_append_new(out, q);
+    }
+    return out;
+}
+
+char *human_structured_text(const json_t *form, const json_t *inputs)
+{
+    buf b = BUF_INIT(0);
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(form, "fields"), i, f)
+    {
+        const char *name = json_string_value(json_object_get(f, "name")) ?: "";
+        json_t *ans = NULL;
+        size_t k;
+        json_t *q;
+        json_array_foreach((json_t *)inputs, k, q)
+            if (!strcmp(json_string_value(json_object_get(q, "id")) ?: "", name))
+                ans = json_object_get(q, "answer");
+        if (b.len)
+            buf_putc(&b, '\n');
+        buf_printf(&b, "%s: ", json_string_value(json_object_get(f, "label")) ?: name);
+        json_t *vals = json_object_get(ans, "values");
+        if (!json_array_size(vals) || json_is_true(json_object_get(ans, "skipped"))) {
+            buf_puts(&b, "(no answer)");
+            continue;
+        }
+        json_t *v;
+        json_array_foreach(vals, k, v)
+        {
+            if (k)
+                buf_puts(&b, ", ");
+            buf_puts(&b, json_string_value(v) ?: "");
+        }
+    }
+    return buf_steal(&b, NULL);
+}

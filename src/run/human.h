@@ -37,4 +37,13 @@ char *human_result_text(const json_t *form, const json_t *answers, const char *k
  * "submit"), or a note (kind "best_judgement" / "cancel"); no inputs, no actions. */
 json_t *human_summary_widget(const json_t *form, const json_t *answers, const char *kind);
 
+/* The protocol's own rendering (reference §7, §11.10), for agents that choose it: the form's
+ * fields as structured_input questions (select -> multiple_choice, multi_select ->
+ * multiple_choice with multiple, text/textarea -> freeform), or NULL when a field has another
+ * type (the form widget is used then). Question ids are the field names. */
+json_t *human_structured_inputs(const json_t *form);
+/* The tool result from an answered structured_input's inputs: "Label: values" lines, "(no
+ * answer)" for a skipped question. malloc'd. */
+char *human_structured_text(const json_t *form, const json_t *inputs);
+
 #endif

@@ -626,14 +626,27 @@ static void ask_human(run *r)
 {
     json_t *rec = stream_new_item(r->st, "msg", "hidden_context_item");
     const char *iid = json_string_value(json_object_get(rec, "id"));
-    json_t *w = stream_new_item(r->st, "msg", "widget");
-    json_object_set_new(w, "widget", human_form_widget(r->human_form, iid));
-    json_object_set(w, "copy_text", json_object_get(r->human_form, "title"));
+    /* an agent with "forms": "structured" asks with the protocol's structured_input item when
+     * every field fits it (choices and free text); a form widget otherwise */
+    const char *style = json_string_value(json_object_get(stream_agent(r->st)->config, "forms"));
+    json_t *inputs = style && !strcmp(style, "structured")
+                         ? human_structured_inputs(r->human_form)
+                         : NULL;
+    json_t *w;
+    if (inputs) {
+        w = stream_new_item(r->st, "msg", "structured_input");
+        json_object_set_new(w, "status", json_string("pending"));
+        json_object_set_new(w, "inputs", inputs);
+    } else {
+        w = stream_new_item(r->st, "msg", "widget");
+        json_object_set_new(w, "widget", human_form_widget(r->human_form, iid));
+        json_object_set(w, "copy_text", json_object_get(r->human_form, "title"));
+    }
     json_object_set_new(rec, "content",
                         json_pack("{s:{s:s,s:O,s:O,s:O,s:s}}", "human_interaction", "id", iid,
                                   "tool_call", json_array_get(r->round, r->human_index), "form",
-                                  r->human_form, "widget_item_id", json_object_get(w, "id"),
-                                  "status", "pending"));
+                                  r->human_form, inputs ? "structured_item_id" : "widget_item_id",
+                                  json_object_get(w, "id"), "status", "pending"));
     stream_set_metadata(r->st, "pending_interaction", json_string(iid));
     stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", w));
     stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", rec));

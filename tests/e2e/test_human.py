@@ -172,3 +172,35 @@ def ask_demo(c):
     assert len(forms) == 1
     submit = [n for n in walk(forms[0]["widget"]) if n.get("type") == "Form"][0]["onSubmitAction"]
     return tid, forms[0], submit["payload"]["interaction_id"]
+
+
+def test_structured_input_rendering(server_factory, mock):
+    """An agent whose forms are "structured" asks with the protocol's structured_input item
+    when every field is a choice or free text; threads.add_structured_input answers it."""
+    import sqlite3
+    s, c, _ = human_setup(server_factory, mock)
+    with sqlite3.connect(s.data_dir / "chatkitd.db") as db:  # (no CLI flag for it yet)
+        db.execute("UPDATE agents SET config_json = json_set(config_json, '$.forms', 'structured')"
+                   " WHERE id = ?", (c.tenant.agent_id,))
+    form = {"title": "Trip", "fields": [
+        {"name": "where", "label": "Where to?", "type": "select", "options": ["Rome", "Oslo"]},
+        {"name": "what", "label": "Activities", "type": "multi_select", "options": ["Food", "Art"]},
+        {"name": "note", "label": "Anything else", "type": "text"}]}
+    tid, ev = c.create_thread("call tool request_human_input " + json.dumps(form))
+    si = [e["item"] for e in ev if token(e) == "done:structured_input"]
+    assert len(si) == 1 and not [e for e in ev if token(e) == "done:widget"]
+    qs = si[0]["inputs"]
+    assert [(q["type"], q["id"], q.get("multiple")) for q in qs] == \
+        [("multiple_choice", "where", False), ("multiple_choice", "what", True), ("freeform", "note", None)]
+    assert PENDING in json.dumps(c.send(tid, "hm?"))
+    ev = c.stream("threads.add_structured_input", {
+        "thread_id": tid, "item_id": si[0]["id"],
+        "input": {"status": "answered", "answers": {"where": {"values": ["Oslo"]},
+                                                    "what": {"values": ["Food", "Art"]}}}})
+    result = [m for m in mock_get(mock, "/_requests")[-1]["body"]["messages"] if m["role"] == "tool"][-1]
+    assert result["content"] == "Where to?: Oslo\nActivities: Food, Art\nAnything else: (no answer)"
+    assert text_of(ev).startswith("Mock reply to: tool result Where to?: Oslo")
+    assert text_of(c.send(tid, "thanks")) == "Mock reply to: thanks"  # no longer pending
+    # a form with other field types still uses the widget
+    tid, ev = c.create_thread(ASK)
+    assert [e for e in ev if token(e) == "done:widget"]
