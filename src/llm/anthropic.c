@@ -105,15 +105,7 @@ static int add_message(json_t *msgs, buf *sys, json_t *m)
             result = json_array();
             if (json_string_length(content))
                 json_array_append_new(result, text_block(content));
-            size_t k;
-            json_t *img;
-            json_array_foreach(images, k, img)
-            {
-                const char *mime = json_string_value(json_object_get(img, "mime_type"));
-                const char *data = json_string_value(json_object_get(img, "data"));
-                if (mime && data)
-                    json_array_append_new(result, image_block(mime, data));
-            }
+            llm_append_images(result, images, image_block);
         }
         add_blocks(msgs, "user",
                    json_pack("[{s:s,s:s,s:o}]", "type", "tool_result", "tool_use_id", id, "content",

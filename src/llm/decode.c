@@ -193,3 +193,17 @@ json_t *llm_map_parts(json_t *content, json_t *(*text)(json_t *text),
     }
     return out;
 }
+
+void llm_append_images(json_t *out, json_t *images,
+                       json_t *(*image)(const char *mime, const char *data))
+{
+    size_t k;
+    json_t *img;
+    json_array_foreach(images, k, img)
+    {
+        const char *mime = json_string_value(json_object_get(img, "mime_type"));
+        const char *data = json_string_value(json_object_get(img, "data"));
+        if (mime && data)
+            json_array_append_new(out, image(mime, data));
+    }
+}

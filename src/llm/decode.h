@@ -78,6 +78,11 @@ int llm_dec_end(llm_dec *d, const char *id_prefix, const char **err);
 json_t *llm_map_parts(json_t *content, json_t *(*text)(json_t *text),
                       json_t *(*image)(const char *mime, const char *data));
 
+/* Appends image(mime, data) to out for each {"mime_type","data"} of images (a tool message's
+ * "images"; malformed entries are skipped). */
+void llm_append_images(json_t *out, json_t *images,
+                       json_t *(*image)(const char *mime, const char *data));
+
 /* Shared by the decoders: *err = msg, returns -EPROTO. */
 int llm_fail(const char **err, const char *msg);
 /* An upstream error message, cut and made safe for a log or a user, into errbuf; -EIO. */

@@ -90,18 +90,11 @@ char *oai_chat_body(const llm_request *req)
             return NULL;
         }
         json_array_append_new(msgs, cm);
-        size_t k;
-        json_t *img;
-        json_array_foreach(json_object_get(m, "images"), k, img)
-        {
-            const char *mime = json_string_value(json_object_get(img, "mime_type"));
-            const char *data = json_string_value(json_object_get(img, "data"));
-            if (!mime || !data)
-                continue;
+        if (json_array_size(json_object_get(m, "images"))) {
             if (!images)
                 images = json_pack("[{s:s,s:s}]", "type", "text", "text",
                                    "Images the tools returned:");
-            json_array_append_new(images, image_part(mime, data));
+            llm_append_images(images, json_object_get(m, "images"), image_part);
         }
         json_t *next = json_array_get(req->messages, i + 1);
         if (images && strcmp(json_string_value(json_object_get(next, "role")) ?: "", "tool")) {

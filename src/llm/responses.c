@@ -56,15 +56,7 @@ static int add_message(json_t *in, buf *instr, json_t *m)
             output = json_array();
             if (json_string_length(content))
                 json_array_append_new(output, input_text(content));
-            size_t k;
-            json_t *img;
-            json_array_foreach(images, k, img)
-            {
-                const char *mime = json_string_value(json_object_get(img, "mime_type"));
-                const char *data = json_string_value(json_object_get(img, "data"));
-                if (mime && data)
-                    json_array_append_new(output, input_image(mime, data));
-            }
+            llm_append_images(output, images, input_image);
         }
         json_array_append_new(in, json_pack("{s:s,s:s,s:o}", "type", "function_call_output",
                                             "call_id", id, "output", output));
