@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -187,7 +188,47 @@ static int env_name_ok(const char *s)
            strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") == n;
 }
 
-/* The agent's config_json from its flags; *bad is set to the usage message of an invalid one. */
+#define ENV_NAME_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"
+
+/* An MCP header name: an HTTP token (RFC 9110), at most 64 bytes. */
+static int header_name_ok(const char *s, size_t n)
+{
+    if (!n || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(s[i] >= '0' && s[i] <= '9') && !(s[i] >= 'a' && s[i] <= 'z') &&
+            !(s[i] >= 'A' && s[i] <= 'Z') && !strchr("!#$%&'*+-.^_`|~", s[i]))
+            return 0;
+    return 1;
+}
+
+/* An MCP server URL: http:// or https://, a host, no blanks or control characters. */
+static int mcp_url_ok(const char *v)
+{
+    size_t skip = !strncmp(v, "http://", 7) ? 7 : !strncmp(v, "https://", 8) ? 8 : 0;
+    if (!skip || !v[skip] || v[skip] == '/' || strlen(v) > 2048)
+        return 0;
+    for (const unsigned char *c = (const unsigned char *)v; *c; c++)
+        if (*c <= ' ' || *c == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* The last entry of an MCP list as an object {key: <the string>, sub: {}} (an entry is a
+ * string until it gets headers or env); returns its sub-object. */
+static json_t *mcp_entry_sub(json_t *list, const char *key, const char *sub)
+{
+    size_t n = json_array_size(list);
+    json_t *e = json_array_get(list, n - 1);
+    if (json_is_string(e)) {
+        e = json_pack("{s:O,s:{}}", key, e, sub);
+        json_array_set_new(list, n - 1, e);
+    }
+    return json_object_get(e, sub);
+}
+
+/* The agent's config_json from its flags; *bad is set to the usage message of an invalid one.
+ * --mcp-header applies to the --mcp-http before it, --mcp-env to the --mcp-stdio before it. */
 static json_t *agent_config(int argc, char **argv, const char **bad)
 {
     json_t *mcp_stdio = json_array(), *mcp_http = json_array(), *tools = json_array();
@@ -195,13 +236,48 @@ static json_t *agent_config(int argc, char **argv, const char **bad)
     json_t *o = json_pack("{s:o,s:o,s:o,s:o}", "mcp_stdio", mcp_stdio, "mcp_http", mcp_http,
                           "tools", tools, "models", models);
     static const char *const builtin[] = {"get_current_time", "request_human_input"};
+    int last = 0; /* 1: the last MCP server flag was --mcp-stdio, 2: --mcp-http */
     for (int i = 0; i + 1 < argc; i++) {
         const char *f = argv[i], *v = argv[i + 1];
-        if (!strcmp(f, "--mcp-stdio"))
+        if (!strcmp(f, "--mcp-stdio")) {
+            if (!v[strspn(v, " \t")])
+                *bad = "--mcp-stdio takes a command line ('CMD ARGS')";
             json_array_append_new(mcp_stdio, json_string(v));
-        else if (!strcmp(f, "--mcp-http"))
+            last = 1;
+        } else if (!strcmp(f, "--mcp-http")) {
+            if (!mcp_url_ok(v))
+                *bad = "--mcp-http takes an http:// or https:// URL (no spaces)";
             json_array_append_new(mcp_http, json_string(v));
-        else if (!strcmp(f, "--tool")) {
+            last = 2;
+        } else if (!strcmp(f, "--mcp-header")) {
+            const char *colon = strchr(v, ':');
+            const char *val = colon ? colon + 1 + strspn(colon + 1, " \t") : NULL;
+            if (last != 2)
+                *bad = "--mcp-header must follow the --mcp-http URL it applies to";
+            else if (!colon || !header_name_ok(v, (size_t)(colon - v)) || strpbrk(v, "\r\n"))
+                *bad = "--mcp-header takes 'Name: value' (Name: letters, digits and "
+                       "!#$%&'*+-.^_`|~, at most 64; no line breaks)";
+            else {
+                char name[65];
+                snprintf(name, sizeof name, "%.*s", (int)(colon - v), v);
+                json_object_set_new(mcp_entry_sub(mcp_http, "url", "headers"), name,
+                                    json_string(val));
+            }
+        } else if (!strcmp(f, "--mcp-env")) {
+            const char *eq = strchr(v, '=');
+            size_t kl = eq ? (size_t)(eq - v) : 0;
+            if (last != 1)
+                *bad = "--mcp-env must follow the --mcp-stdio command it applies to";
+            else if (!eq || !kl || kl > 128 || (v[0] >= '0' && v[0] <= '9') ||
+                     strspn(v, ENV_NAME_CHARS) != kl)
+                *bad = "--mcp-env takes K=V with K matching [A-Za-z_][A-Za-z0-9_]*";
+            else {
+                char name[129];
+                snprintf(name, sizeof name, "%.*s", (int)kl, v);
+                json_object_set_new(mcp_entry_sub(mcp_stdio, "command", "env"), name,
+                                    json_string(eq + 1));
+            }
+        } else if (!strcmp(f, "--tool")) {
             int ok = 0;
             for (size_t k = 0; k < sizeof builtin / sizeof builtin[0]; k++)
                 ok |= !strcmp(v, builtin[k]);
@@ -217,6 +293,11 @@ static json_t *agent_config(int argc, char **argv, const char **bad)
                 *bad = "--api-key-env takes the NAME of an environment variable holding the key "
                        "([A-Z_][A-Z0-9_]*, at most 64 characters), never the key itself";
             json_object_set_new(o, "api_key_env", json_string(v));
+        } else if (!strcmp(f, "--forms")) {
+            if (strcmp(v, "widget") && strcmp(v, "structured"))
+                *bad = "--forms takes widget (a form widget, the default) or structured (the "
+                       "protocol's structured_input when the questions fit it)";
+            json_object_set_new(o, "forms", json_string(v));
         } else if (!strcmp(f, "--allow-model")) {
             if (!model_name_ok(v))
                 *bad = "--allow-model takes a model name or PROVIDER:MODEL (1 to 127 characters, "
@@ -227,6 +308,48 @@ static json_t *agent_config(int argc, char **argv, const char **bad)
         i++;
     }
     return o;
+}
+
+/* A name that looks like it holds a secret (the rule stdio.c keeps out of servers' env). */
+static int secret_env_name(const char *k)
+{
+    static const char *const suffix[] = {"KEY", "SECRET", "TOKEN", "PASSWORD"};
+    size_t kl = strlen(k);
+    for (size_t i = 0; i < sizeof suffix / sizeof *suffix; i++) {
+        size_t n = strlen(suffix[i]);
+        if (kl >= n && !strcasecmp(k + kl - n, suffix[i]))
+            return 1;
+    }
+    return 0;
+}
+
+/* The agent's config as printed: MCP header values (tokens) and secret-looking env values
+ * masked; what is stored is untouched. */
+static json_t *printable_config(const json_t *cfg)
+{
+    json_t *c = json_deep_copy(cfg);
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(c, "mcp_http"), i, e)
+    {
+        const char *k;
+        json_t *v;
+        json_object_foreach(json_object_get(e, "headers"), k, v)
+        {
+            json_string_set(v, "***");
+        }
+    }
+    json_array_foreach(json_object_get(c, "mcp_stdio"), i, e)
+    {
+        const char *k;
+        json_t *v;
+        json_object_foreach(json_object_get(e, "env"), k, v)
+        {
+            if (secret_env_name(k))
+                json_string_set(v, "***");
+        }
+    }
+    return c;
 }
 
 static char *read_file(const char *path, size_t max)
@@ -497,9 +620,9 @@ int admin_main(const config *cfg, int argc, char **argv, int json)
                 text = NULL;
                 ag.config_json = json_dumps(acfg, JSON_COMPACT);
                 if (!(rc = store_agent_create(db, &ag)))
-                    print_obj(json_pack("{s:s,s:s,s:s,s:s,s:O}", "id", ag.id, "account_id",
+                    print_obj(json_pack("{s:s,s:s,s:s,s:s,s:o}", "id", ag.id, "account_id",
                                         ag.account_id, "name", ag.name, "model", ag.model,
-                                        "config", acfg),
+                                        "config", printable_config(acfg)),
                               json);
             }
             free(text);

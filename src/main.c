@@ -29,6 +29,8 @@ static const char help[] =
     "               [--instructions TEXT | --instructions-file F]\n"
     "               [--mcp-stdio 'CMD ARGS']... [--mcp-http URL]... [--tool NAME]...\n"
     "               [--base-url URL] [--api-key-env VAR] [--allow-model MODEL]...\n"
+    "               [--forms widget|structured]\n"
+    "               (--mcp-env K=V after an --mcp-stdio; --mcp-header 'N: v' after an --mcp-http)\n"
     "  token create --user ID [--ttl 30d]     prints the bearer token once\n"
     "  token revoke TOKEN\n"
     "  usage --account ID [--thread ID] [--limit 50]\n"

@@ -155,6 +155,8 @@ struct fetch {
     size_t head_bytes;
     char content_type[FETCH_VALUE_MAX];
     char retry_after[FETCH_VALUE_MAX];
+    char *keep_name; /* opts.keep_header (owned), NULL when none */
+    char *kept;      /* its value in the current head block, NULL when absent */
     unsigned queued : 1;
     unsigned in_multi : 1;
     unsigned sent : 1;        /* the request went out: the first-byte timer runs */
@@ -280,6 +282,9 @@ static void release(fetch *f)
         f->next->prev = f->prev;
     f->prev = f->next = NULL;
     buf_free(&f->data);
+    free(f->keep_name);
+    free(f->kept);
+    f->keep_name = f->kept = NULL;
     uv_close((uv_handle_t *)&f->timer, on_fetch_closed);
 }
 
@@ -414,10 +419,16 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud)
                 st = st * 10 + (*sp - '0');
         f->status = st;
         f->content_type[0] = f->retry_after[0] = 0;
+        free(f->kept);
+        f->kept = NULL;
     } else if (header_is(p, len, "content-type", &v, &vlen)) {
         copy_value(f->content_type, v, vlen);
     } else if (header_is(p, len, "retry-after", &v, &vlen)) {
         copy_value(f->retry_after, v, vlen);
+    }
+    if (len && f->keep_name && header_is(p, len, f->keep_name, &v, &vlen)) {
+        free(f->kept); /* a repeated header: the last one counts */
+        f->kept = vlen <= FETCH_KEPT_MAX ? xstrndup(v, vlen) : NULL;
     }
     return n;
 }
@@ -900,6 +911,9 @@ int fetch_start(fetch_ctx *ctx, const fetch_opts *o, const fetch_cb *cb, void *u
     }
     SETOPT(CURLOPT_HTTPHEADER, f->headers);
 
+    if (o->keep_header && *o->keep_header)
+        f->keep_name = xstrdup(o->keep_header);
+
     uv_timer_init(ctx->loop, &f->timer);
     f->timer.data = f;
     ctx->open++;
@@ -922,6 +936,7 @@ fail:
         cu.easy_cleanup(f->easy);
     if (f->headers)
         cu.slist_free_all(f->headers);
+    free(f->keep_name);
     free(f);
     return rc;
 }
@@ -931,6 +946,11 @@ void fetch_cancel(fetch *f)
     if (!f || f->dead)
         return;
     release(f);
+}
+
+const char *fetch_header(const fetch *f)
+{
+    return f && f->head_done ? f->kept : NULL;
 }
 
 void fetch_pause(fetch *f, int paused)

@@ -25,7 +25,11 @@ typedef struct fetch_opts {
     unsigned first_byte_timeout_ms;/* from the request sent to the first response byte; 0 = 60 s */
     unsigned idle_timeout_ms;      /* longest gap between two body reads; 0 = 60 s */
     size_t max_response;           /* total body bytes accepted; 0 = 16 MiB; more -> FETCH_ETOOBIG */
+    const char *keep_header;       /* one response header to keep (name, any case), for
+                                    * fetch_header; NULL = none (e.g. "Mcp-Session-Id") */
 } fetch_opts;
+
+#define FETCH_KEPT_MAX 1024 /* a kept header value longer than this is dropped, not cut */
 
 #define FETCH_ECURL    (-3001) /* libcurl could not be loaded (message says why) */
 #define FETCH_ECONNECT (-3002) /* DNS, connect or TLS failure */
@@ -54,6 +58,10 @@ void fetch_ctx_free(fetch_ctx *ctx);
 int fetch_start(fetch_ctx *ctx, const fetch_opts *o, const fetch_cb *cb, void *ud, fetch **out);
 /* Aborts at once (the connection is closed, no more bytes are read); no callback afterwards. */
 void fetch_cancel(fetch *f);
+/* The value of opts.keep_header in the final response head (surrounding blanks removed), or
+ * NULL when absent, over FETCH_KEPT_MAX bytes, or not asked for. Valid from on_head until
+ * on_done returns. */
+const char *fetch_header(const fetch *f);
 /* Backpressure: a paused request reads nothing more from the socket until resumed. The idle
  * timeout does not run while paused. */
 void fetch_pause(fetch *f, int paused);

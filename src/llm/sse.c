@@ -24,6 +24,7 @@ void ssep_init(ssep *p, size_t max_event_bytes, ssep_event_fn cb, void *ud)
     p->max_data = max_event_bytes;
     p->line = (buf)BUF_INIT(line_max);
     p->data = (buf)BUF_INIT(max_event_bytes);
+    p->retry_ms = -1;
 }
 
 static void trim(buf *b)
@@ -123,7 +124,16 @@ static int on_line(ssep *p, const char *s, size_t n, int in_chunk)
             p->event[vlen] = 0;
             p->event_len = vlen;
         }
-        break; /* "retry" is for reconnecting, which the caller decides on: ignored */
+        if (!memcmp(s, "retry", 5) && vlen && vlen <= 9) {
+            /* spec: only ASCII digits set the reconnection time; reconnecting is the caller's */
+            long ms = 0;
+            size_t i = 0;
+            while (i < vlen && v[i] >= '0' && v[i] <= '9')
+                ms = ms * 10 + (v[i++] - '0');
+            if (i == vlen)
+                p->retry_ms = ms;
+        }
+        break;
     case 2:
         if (!memcmp(s, "id", 2)) {
             if (memchr(v, 0, vlen))
@@ -240,6 +250,11 @@ int ssep_finish(ssep *p)
 const char *ssep_last_id(const ssep *p)
 {
     return p->id;
+}
+
+long ssep_retry(const ssep *p)
+{
+    return p->retry_ms;
 }
 
 void ssep_free(ssep *p)

@@ -9,7 +9,8 @@
  *   - "field: value" (one space after the colon removed), "field" alone = empty value,
  *     lines starting with ':' are comments (heartbeats) and ignored;
  *   - data: lines are joined with "\n"; event: sets the name; id: sets the last event id
- *     (a value containing NUL is ignored); retry: and unknown fields are ignored;
+ *     (a value containing NUL is ignored); retry: (ASCII digits only, else ignored) sets the
+ *     reconnection time ssep_retry returns; unknown fields are ignored;
  *   - a blank line dispatches the event, unless no data: line was seen (then nothing is
  *     called and the name is reset); the name defaults to "message";
  *   - at end of stream (ssep_finish) an event not terminated by a blank line is discarded.
@@ -55,6 +56,7 @@ typedef struct ssep {
     unsigned char bom;        /* BOM bytes matched so far; 3 or more = BOM phase over */
     unsigned char pending_cr; /* the last feed ended in CR: skip an LF starting the next */
     size_t event_len;
+    long retry_ms; /* the last valid retry: value, -1 when none */
     char event[SSEP_NAME_MAX + 1];
     char id[SSEP_NAME_MAX + 1];
 } ssep;
@@ -65,11 +67,14 @@ void ssep_init(ssep *p, size_t max_event_bytes, ssep_event_fn cb, void *ud);
  * Returns 0, -EMSGSIZE (a cap above was passed), or the callback's negative return. */
 int ssep_feed(ssep *p, const char *data, size_t len);
 /* End of stream: discards an incomplete event (spec) and resets the parser for a new stream
- * (for a reconnect), keeping only the last event id. Returns the sticky error, if any (and
- * clears it), else 0. */
+ * (for a reconnect), keeping only the last event id and retry value. Returns the sticky error, if
+ * any (and clears it), else 0. */
 int ssep_finish(ssep *p);
 /* The last event id (for a reconnect's Last-Event-ID), "" if none. Owned by the parser. */
 const char *ssep_last_id(const ssep *p);
+/* The last retry: value on this stream (milliseconds, at most 999999999), kept across
+ * ssep_finish like the last id; -1 when none was seen. */
+long ssep_retry(const ssep *p);
 /* Releases the buffers; the parser may be ssep_init'ed again. */
 void ssep_free(ssep *p);
 

@@ -777,19 +777,9 @@ static void ensure_started(mcp_server *s)
         set_pending_err(s, msg);
         return;
     }
-    if (!s->command) {
-        /* Streamable HTTP plugs in here (a transport behind the same ops) */
-        char msg[MSG_MAX];
-        snprintf(msg, sizeof msg,
-                 "the MCP server %.64s could not be started: Streamable HTTP is not supported "
-                 "yet",
-                 s->label);
-        note_failure(s, msg);
-        set_pending_err(s, msg);
-        return;
-    }
     static const mcp_transport_cb tcb = {on_tp_message, on_tp_closed};
-    s->tp = mcp_stdio_new(s->loop, &s->cfg, &tcb, s);
+    s->tp = s->command ? mcp_stdio_new(s->loop, &s->cfg, &tcb, s)
+                       : mcp_http_new(s->loop, &s->cfg, &tcb, s);
     char err[300] = "";
     if (s->tp->ops->start(s->tp, err, sizeof err) < 0) {
         s->tp->ops->stop(s->tp);

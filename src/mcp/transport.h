@@ -1,6 +1,6 @@
 /* Internal to src/mcp: how the client (client.c) talks to one MCP server process or endpoint.
  * A transport carries whole JSON-RPC messages; it knows nothing of ids or methods. stdio is
- * stdio.c; Streamable HTTP plugs in behind the same ops.
+ * stdio.c; Streamable HTTP is http.c, behind the same ops.
  *
  * Rules (every transport keeps them):
  * - Callbacks run from the loop only, never inside start/send/stop.
@@ -46,6 +46,13 @@ struct mcp_transport {
  * outlive cfg while it stops). Never NULL. */
 mcp_transport *mcp_stdio_new(uv_loop_t *loop, const mcp_server_config *cfg,
                              const mcp_transport_cb *cb, void *ud);
+
+/* Streamable HTTP: POSTs to cfg->url with cfg->headers; cfg->label, cfg->max_message and the
+ * timeouts are copied. start fails on a URL that is not http(s) or a malformed header, or
+ * when libcurl cannot be loaded. An HTTP error on one request comes back as a JSON-RPC error
+ * response to it; an unreachable server is on_closed. stop DELETEs the session. Never NULL. */
+mcp_transport *mcp_http_new(uv_loop_t *loop, const mcp_server_config *cfg,
+                            const mcp_transport_cb *cb, void *ud);
 
 /* Splits a command line: words separated by spaces or tabs; "…" and '…' quote (no escapes
  * inside '…'; \" and \\ inside "…"); quoted parts join adjacent text. Returns a

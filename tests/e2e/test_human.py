@@ -24,13 +24,13 @@ ASK = "call tool request_human_input " + json.dumps(FORM)
 PENDING = "Please submit the form above before sending more messages."
 
 
-def human_setup(server_factory, mock, data_dir=None):
+def human_setup(server_factory, mock, data_dir=None, agent_args=()):
     mock_get(mock, "/_reset")
     env = {"OPENAI_BASE_URL": mock + "/v1", "OPENAI_API_KEY": "sk-x"}
     s = server_factory(env=env, data_dir=data_dir)
     acct = s.new_account()
     ag = s.cli("agent", "create", "--account", acct, "--name", "h", "--model", "openai:m",
-               "--tool", "request_human_input")
+               "--tool", "request_human_input", *agent_args)
     return s, s.client(s.new_user(acct, ag["id"])), env
 
 
@@ -177,11 +177,7 @@ def ask_demo(c):
 def test_structured_input_rendering(server_factory, mock):
     """An agent whose forms are "structured" asks with the protocol's structured_input item
     when every field is a choice or free text; threads.add_structured_input answers it."""
-    import sqlite3
-    s, c, _ = human_setup(server_factory, mock)
-    with sqlite3.connect(s.data_dir / "chatkitd.db") as db:  # (no CLI flag for it yet)
-        db.execute("UPDATE agents SET config_json = json_set(config_json, '$.forms', 'structured')"
-                   " WHERE id = ?", (c.tenant.agent_id,))
+    s, c, _ = human_setup(server_factory, mock, agent_args=("--forms", "structured"))
     form = {"title": "Trip", "fields": [
         {"name": "where", "label": "Where to?", "type": "select", "options": ["Rome", "Oslo"]},
         {"name": "what", "label": "Activities", "type": "multi_select", "options": ["Food", "Art"]},

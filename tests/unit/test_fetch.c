@@ -143,6 +143,7 @@ typedef struct req {
     int heads, datas, dones;
     long status, done_status;
     char ctype[128], retry[64], msg[256];
+    char kept[64]; /* fetch_header in on_head */
     int rc;
     char fail[256]; /* the first broken rule, empty when none */
     /* behaviour */
@@ -176,6 +177,8 @@ static int cb_head(void *ud, long status, const char *ct, const char *ra)
     r->status = status;
     snprintf(r->ctype, sizeof r->ctype, "%s", ct ? ct : "(null)");
     snprintf(r->retry, sizeof r->retry, "%s", ra ? ra : "(null)");
+    const char *kept = fetch_header(r->f);
+    snprintf(r->kept, sizeof r->kept, "%s", kept ? kept : "(null)");
     if (r->pause_on_head) {
         fetch_pause(r->f, 1);
         r->paused = 1;
@@ -366,6 +369,7 @@ static void t_post_echo(void **state)
         assert_int_equal(all[i]->done_status, 200);
         assert_string_equal(all[i]->ctype, "application/json");
         assert_string_equal(all[i]->retry, "(null)");
+        assert_string_equal(all[i]->kept, "(null)"); /* none asked for */
     }
 
     json_error_t je;
@@ -429,8 +433,9 @@ static void t_status(void **state)
     req r[2];
     req_init(&r[0], &t);
     req_init(&r[1], &t);
-    start(&t, &r[0], "/status/429?retry_after=3", NULL);
-    start(&t, &r[1], "/status/500", NULL);
+    fetch_opts k0 = {.keep_header = "rEtRy-AfTeR"}, k1 = {.keep_header = "X-Absent"};
+    start(&t, &r[0], "/status/429?retry_after=3", &k0);
+    start(&t, &r[1], "/status/500", &k1);
     assert_true(run_done(&t, r, 2, 10000));
     check_ok(&r[0]);
     check_ok(&r[1]);
@@ -438,11 +443,13 @@ static void t_status(void **state)
     assert_int_equal(r[0].status, 429);
     assert_int_equal(r[0].done_status, 429);
     assert_string_equal(r[0].retry, "3");
+    assert_string_equal(r[0].kept, "3"); /* a kept header, matched in any case */
     assert_string_equal(r[0].body.data, "{\"error\": 429}");
     assert_int_equal(r[1].rc, 0);
     assert_int_equal(r[1].status, 500);
     assert_int_equal(r[1].done_status, 500);
     assert_string_equal(r[1].retry, "(null)");
+    assert_string_equal(r[1].kept, "(null)");
     req_free(&r[0]);
     req_free(&r[1]);
     tctx_fini(&t);

@@ -301,6 +301,44 @@ static void t_ids(void **st)
     buf_free(&r.out);
 }
 
+/* retry: digits only set the reconnection time (MCP's SSE polling, SEP-1699); it survives
+ * ssep_finish like the id; anything else is ignored; it dispatches nothing on its own */
+static void t_retry(void **st)
+{
+    (void)st;
+    static const struct {
+        const char *in;
+        long want;
+    } cases[] = {
+        {"retry: 500\n\n", 500},
+        {"retry:0\n\n", 0},
+        {"retry: 5x\n\n", -1},
+        {"retry: -5\n\n", -1},
+        {"retry:\n\n", -1},
+        {"retry: 1234567890\n\n", -1},
+        {"retry: 999999999\n", 999999999},
+        {"retry: 7\nretry: x\n\n", 7},
+        {"retry: 7\nretry: 8\n\n", 8},
+        {"retry:  9\n\n", -1}, /* one space only is removed */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        rec r = {BUF_INIT(0), 0, 0, 0};
+        ssep p;
+        ssep_init(&p, 0, rec_cb, &r);
+        assert_int_equal(ssep_retry(&p), -1);
+        /* fed byte by byte: the value may be split anywhere */
+        for (const char *c = cases[i].in; *c; c++)
+            assert_int_equal(ssep_feed(&p, c, 1), 0);
+        assert_int_equal(ssep_retry(&p), cases[i].want);
+        assert_int_equal(ssep_finish(&p), 0);
+        assert_int_equal(ssep_retry(&p), cases[i].want);
+        assert_null(r.out.data);
+        ssep_free(&p);
+    }
+    /* the SDK's priming event: an id, a retry, empty data */
+    EXPECT("id: e-1\nretry: 500\ndata: \n\n", "[message||e-1]\n");
+}
+
 static void t_bom(void **st)
 {
     (void)st;
@@ -636,6 +674,7 @@ int main(void)
         cmocka_unit_test(t_event_names),
         cmocka_unit_test(t_done),
         cmocka_unit_test(t_ids),
+        cmocka_unit_test(t_retry),
         cmocka_unit_test(t_bom),
         cmocka_unit_test(t_empty_and_eof),
         cmocka_unit_test(t_caps),
