@@ -11,7 +11,7 @@
 #        CONFORMANCE_VERSION (default 0.1.16)
 #
 # Exit status 0 when every scenario passed or failed as expected: the expected failures are
-# listed below (elicitation: chatkitd's client does not implement elicitation yet).
+# listed below (none since elicitation landed).
 # Results (checks.json per scenario) go to $CONF_DIR/results. See docs/mcp.md.
 set -eu
 
@@ -40,10 +40,7 @@ fi
 
 BASELINE=$CONF_DIR/expected-failures.yml
 cat >"$BASELINE" <<'EOF'
-client:
-  # chatkitd declares no elicitation capability and does not open the standalone GET stream
-  # yet: the server's elicitation/create never reaches it and the tool call times out
-  - elicitation-sep1034-client-defaults
+client: []
 EOF
 
 if [ $# -eq 0 ]; then

@@ -9,6 +9,7 @@
 #include "admin.h"
 #include "chatkit/chatkit.h"
 #include "mcp/pool.h"
+#include "run/run.h"
 #include "http/http.h"
 #include "llm/provider.h"
 #include "mcp/demo_server.h"
@@ -66,6 +67,7 @@ static void finish_shutdown(uv_timer_t *t)
     uv_timer_stop(t);
     uv_close((uv_handle_t *)t, NULL);
     llm_providers_shutdown();
+    run_drop_parked(&s->app);
     mcp_pool_free(s->app.mcp); /* children: stdin closed, then SIGTERM/SIGKILL; the loop waits */
     s->app.mcp = NULL;
     store_free(s->st);

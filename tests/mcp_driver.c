@@ -65,7 +65,26 @@ static void on_done(void *ud, const json_t *result, const char *err)
     call_next(d);
 }
 
-static const mcp_call_cb call_cbs = {on_progress, on_done};
+/* A server's question: answered at once with the schema's defaults (what a user who accepts a
+ * pre-filled form sends; the conformance suite's SEP-1034 scenario checks them). */
+static void on_elicit(void *ud, mcp_elicit *e, const char *message, const json_t *schema)
+{
+    (void)ud;
+    json_t *content = json_object();
+    const char *k;
+    json_t *p;
+    json_object_foreach(json_object_get(schema, "properties"), k, p)
+    {
+        json_t *dv = json_object_get(p, "default");
+        if (dv)
+            json_object_set(content, k, dv);
+    }
+    print_json(json_pack("{s:s,s:O}", "elicitation", message ? message : "", "content", content));
+    mcp_elicit_respond(e, "accept", content);
+    json_decref(content);
+}
+
+static const mcp_call_cb call_cbs = {on_progress, on_done, on_elicit};
 
 static void call_next(driver *d)
 {

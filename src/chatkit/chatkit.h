@@ -41,6 +41,7 @@ typedef struct ck_app {
     map active;      /* thread id -> ck_stream* (one run per thread) */
     map auth_cache;  /* token hash -> ck_auth* */
     struct mcp_pool *mcp; /* the agents' MCP servers */
+    map parked;      /* interaction id -> run* waiting for a user's answer to an elicitation */
     int shutting_down;
     uint64_t started_ms;
     uint64_t n_requests, n_streams, n_errors;

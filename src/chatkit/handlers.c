@@ -64,6 +64,7 @@ struct ck_call {
     json_t *history;         /* the model's input, built from the thread by the job */
     json_t *options;         /* inference_options of the newest user message (job) */
     int human;               /* work_human's verdict (HUMAN_*) */
+    json_t *elicit;          /* an answered MCP elicitation: {id, action, tool_call, content?} */
     int64_t last_us;
     int not_widget;
     int is_upload;
@@ -97,6 +98,7 @@ static void call_free(ck_call *c)
     json_decref(c->result);
     json_decref(c->history);
     json_decref(c->options);
+    json_decref(c->elicit);
     free(c->text);
     buf_free(&c->out);
     store_thread_clear(&c->thread);
@@ -657,9 +659,13 @@ static int close_interaction(store_conn *db, ck_call *c, json_t *rec, const char
                                                    text, "call_index", 0, "human", kind));
     json_object_set_new(hi, "status", json_string(kind));
     store_item a = {0}, b = {0};
-    int rc = item_json_to_store(c, tool, &a);
-    if (!rc)
-        rc = store_item_add(db, &c->scope, &a);
+    int rc = 0;
+    /* an MCP elicitation's answer goes to the server; the tool's result comes from it */
+    if (!json_is_true(json_object_get(hi, "elicitation"))) {
+        rc = item_json_to_store(c, tool, &a);
+        if (!rc)
+            rc = store_item_add(db, &c->scope, &a);
+    }
     if (!rc && !(rc = item_json_to_store(c, rec, &b)))
         rc = store_item_save(db, &c->scope, &b);
     store_item_clear(&a);
@@ -730,6 +736,15 @@ static int work_human(store_conn *db, ck_call *c)
     }
     char *text = human_result_text(form, answers, kind);
     rc = close_interaction(db, c, rec, text, kind);
+    if (json_is_true(json_object_get(hi, "elicitation"))) {
+        json_t *content = answers ? human_elicit_content(json_object_get(hi, "schema"), answers)
+                                  : NULL;
+        c->elicit = json_pack("{s:O,s:s,s:O,s:o?}", "id", json_object_get(hi, "id"), "action",
+                              !strcmp(kind, "submit") ? "accept"
+                              : !strcmp(kind, "cancel") ? "cancel"
+                                                        : "decline",
+                              "tool_call", json_object_get(hi, "tool_call"), "content", content);
+    }
     /* the summary replaces the form: loaded here, streamed (and stored) by the pipeline */
     store_item it = {0};
     const char *wid = json_string_value(json_object_get(hi, "widget_item_id"));
@@ -764,7 +779,36 @@ static void done_human(ck_call *c)
         if (c->result)
             stream_emit(st, json_pack("{s:s,s:O}", "type", "thread.item.replaced", "item",
                                       c->result));
-        run_start(st, take_history(c), NULL, c->options); /* the model goes on with the answer */
+        if (!c->elicit) {
+            run_start(st, take_history(c), NULL, c->options); /* the model goes on */
+        } else if (run_resume_elicitation(c->app, st,
+                                          json_string_value(json_object_get(c->elicit, "id")),
+                                          json_string_value(json_object_get(c->elicit, "action")),
+                                          json_object_get(c->elicit, "content"))) {
+            /* nobody waits any more (deadline, restart): the user is told, the model too */
+            json_t *call = json_object_get(c->elicit, "tool_call");
+            static const char why[] =
+                "Error: the tool's question to the user expired before the answer came.";
+            json_t *m = stream_new_item(st, "msg", "assistant_message");
+            json_object_set_new(m, "content",
+                                json_pack("[{s:[],s:s,s:s}]", "annotations", "text",
+                                          "This request expired before your answer arrived, so "
+                                          "the tool could not use it.",
+                                          "type", "output_text"));
+            stream_emit(st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", m));
+            json_t *note = stream_new_item(st, "msg", "hidden_context_item");
+            json_object_set_new(note, "content", json_pack("{s:O,s:s,s:i}", "tool_call", call,
+                                                           "tool_result", why, "call_index", 0));
+            stream_emit(st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", note));
+            json_t *h = take_history(c);
+            json_array_append_new(h, json_pack("{s:s,s:[{s:O,s:O,s:O}]}", "role", "assistant",
+                                               "tool_calls", "id", json_object_get(call, "id"),
+                                               "name", json_object_get(call, "name"),
+                                               "arguments", json_object_get(call, "arguments")));
+            json_array_append_new(h, json_pack("{s:s,s:O,s:s}", "role", "tool", "tool_call_id",
+                                               json_object_get(call, "id"), "content", why));
+            run_start(st, h, NULL, c->options);
+        }
     }
     call_free(c);
 }

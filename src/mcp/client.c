@@ -3,7 +3,11 @@
  *
  * Request ids are increasing integers per server (never reused, also across restarts), so a
  * late answer to a cancelled or timed-out request matches nothing and is ignored. The
- * server's own requests come with its ids and are answered at once (ping) or refused.
+ * server's own requests come with its ids and are answered at once (ping) or refused, except
+ * elicitation/create: handed to the tools/call it belongs to (its related-request-id, else the
+ * latest call in flight), whose timer is paused until mcp_elicit_respond; an mcp_elicit is
+ * detached (respond then only frees it) when its call ends, is cancelled, its session ends or
+ * the server is freed.
  *
  * Delivery: callbacks that a mcp_* call would otherwise cause at once (ready on a ready
  * server, a failure inside the backoff window, a session that failed while starting) go
@@ -35,6 +39,16 @@ static const char *const accepted_versions[] = {"2025-11-25", "2025-06-18", "202
 enum { S_IDLE, S_STARTING, S_READY };
 enum { C_WAIT, C_SENT, C_FAILED, C_DONE };
 
+/* An elicitation/create of the server, waiting for mcp_elicit_respond. Attached to its call
+ * (c, s non-NULL) until the call ends, is cancelled, its session ends or the server is freed;
+ * detached, respond only frees it. */
+struct mcp_elicit {
+    mcp_server *s;
+    mcp_call *c;
+    mcp_elicit *next; /* the call's list */
+    json_t *id;       /* the server's request id (number or string) */
+};
+
 typedef struct waiter {
     struct waiter *next;
     mcp_ready_fn cb;
@@ -55,6 +69,7 @@ struct mcp_call {
     void *ud;
     char *err; /* C_FAILED: the message the kick delivers */
     double last_progress;
+    mcp_elicit *elicits; /* outstanding: the call's timer is paused meanwhile */
     uv_timer_t timer;
 };
 
@@ -202,8 +217,21 @@ static void on_call_closed(uv_handle_t *h)
     free(c);
 }
 
+/* The call's elicitations can no longer be answered: respond only frees them. */
+static void detach_elicits(mcp_call *c)
+{
+    while (c->elicits) {
+        mcp_elicit *e = c->elicits;
+        c->elicits = e->next;
+        e->next = NULL;
+        e->c = NULL;
+        e->s = NULL;
+    }
+}
+
 static void unlink_call(mcp_server *s, mcp_call *c)
 {
+    detach_elicits(c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -378,6 +406,7 @@ static void session_end(mcp_server *s, const char *msg)
     for (mcp_call *c = s->calls; c; c = c->next)
         if (c->state == C_SENT) {
             uv_timer_stop(&c->timer);
+            detach_elicits(c); /* their requests died with the session */
             c->state = C_FAILED;
             c->err = xstrdup(msg);
         }
@@ -446,8 +475,10 @@ static void session_begin(mcp_server *s)
     json_object_set_new(ci, "version", json_string("0.1.0"));
     json_t *p = json_object();
     json_object_set_new(p, "protocolVersion", json_string(MCP_PROTOCOL_VERSION));
-    /* declare only what is implemented: elicitation comes later */
-    json_object_set_new(p, "capabilities", json_object());
+    /* declare only what is implemented: elicitation, form mode ({} = form only, §2.1) */
+    json_t *caps = json_object();
+    json_object_set_new(caps, "elicitation", json_object());
+    json_object_set_new(p, "capabilities", caps);
     json_object_set_new(p, "clientInfo", ci);
     if (send_msg(s, rpc_request(s, "initialize", p, &s->init_id)) < 0)
         session_fail(s, "the MCP server %.64s could not be sent initialize", s->label);
@@ -720,24 +751,147 @@ static void on_notification(mcp_server *s, const char *method, const json_t *par
     }
 }
 
-/* The server's own requests: ping is answered; anything else is not implemented (yet). */
-static void on_server_request(mcp_server *s, const char *method, json_t *id)
+/* ---- the server's own requests ---- */
+
+static json_t *rpc_response(const json_t *id)
 {
     json_t *m = json_object();
     json_object_set_new(m, "jsonrpc", json_string("2.0"));
-    json_object_set(m, "id", id);
-    if (!strcmp(method, "ping")) {
-        json_object_set_new(m, "result", json_object());
-    } else {
-        char q[128], qm[128];
-        LOGI(NULL, "mcp server request refused", "server=\"%s\" method=\"%s\"", ql(s, q, sizeof q),
-             log_quote(method, qm, sizeof qm));
-        json_t *e = json_object();
-        json_object_set_new(e, "code", json_integer(-32601));
-        json_object_set_new(e, "message", json_string("Method not found"));
-        json_object_set_new(m, "error", e);
-    }
+    json_object_set(m, "id", (json_t *)id);
+    return m;
+}
+
+static void send_rpc_error(mcp_server *s, const json_t *id, int code, const char *text)
+{
+    json_t *m = rpc_response(id);
+    json_t *e = json_object();
+    json_object_set_new(e, "code", json_integer(code));
+    json_object_set_new(e, "message", json_string(text));
+    json_object_set_new(m, "error", e);
     send_msg(s, m);
+}
+
+/* The ElicitResult: action, and content for accept. */
+static void send_elicit_result(mcp_server *s, const json_t *id, const char *action,
+                               const json_t *content)
+{
+    json_t *r = json_object();
+    json_object_set_new(r, "action", json_string(action));
+    if (!strcmp(action, "accept"))
+        json_object_set_new(r, "content",
+                            json_is_object(content) ? json_deep_copy(content) : json_object());
+    json_t *m = rpc_response(id);
+    json_object_set_new(m, "result", r);
+    send_msg(s, m);
+}
+
+/* The call an elicitation/create belongs to: the one its related-request-id names (none when
+ * that one is over), else the most recently sent call still pending. */
+static mcp_call *elicit_target(mcp_server *s, const json_t *params)
+{
+    const json_t *rel = json_object_get(json_object_get(params, "_meta"),
+                                        "io.modelcontextprotocol/related-request-id");
+    if (rel) {
+        json_int_t id;
+        if (json_is_integer(rel)) {
+            id = json_integer_value(rel);
+        } else if (json_is_string(rel)) {
+            char *end;
+            const char *v = json_string_value(rel);
+            id = strtoll(v, &end, 10);
+            if (end == v || *end)
+                return NULL;
+        } else {
+            return NULL;
+        }
+        return find_call(s, id);
+    }
+    mcp_call *best = NULL;
+    for (mcp_call *c = s->calls; c; c = c->next)
+        if (c->state == C_SENT && (!best || c->id > best->id))
+            best = c;
+    return best;
+}
+
+/* requestedSchema: an object schema whose properties are objects (§2.8: flat primitives; the
+ * owner checks the property types it can ask for). */
+static int schema_ok(const json_t *sch)
+{
+    const char *type = json_string_value(json_object_get(sch, "type"));
+    const json_t *props = json_object_get(sch, "properties");
+    const json_t *req = json_object_get(sch, "required");
+    if (!json_is_object(sch) || !type || strcmp(type, "object") || !json_is_object(props) ||
+        (req && !json_is_array(req)))
+        return 0;
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)props, k, v)
+    {
+        if (!json_is_object(v))
+            return 0;
+    }
+    return 1;
+}
+
+/* elicitation/create (form mode): handed to the call it belongs to, whose timer is paused
+ * until the answer; declined at once when nobody can answer it. */
+static void on_elicit_request(mcp_server *s, const json_t *id, const json_t *params)
+{
+    char q[128], qm[128];
+    const json_t *mode = json_object_get(params, "mode");
+    if (mode && !(json_is_string(mode) && !strcmp(json_string_value(mode), "form"))) {
+        LOGI(NULL, "mcp elicitation refused: unsupported mode", "server=\"%s\" mode=\"%s\"",
+             ql(s, q, sizeof q),
+             log_quote(json_is_string(mode) ? json_string_value(mode) : "?", qm, sizeof qm));
+        send_rpc_error(s, id, -32602, "Unsupported elicitation mode (only form mode is supported)");
+        return;
+    }
+    const char *message = json_string_value(json_object_get(params, "message"));
+    const json_t *schema = json_object_get(params, "requestedSchema");
+    mcp_call *c = elicit_target(s, params);
+    const char *why = !message                ? "no message"
+                      : !schema_ok(schema)    ? "malformed requestedSchema"
+                      : !c                    ? "no tool call of this server in flight"
+                      : !c->cb.on_elicit      ? "the caller takes no input"
+                                              : NULL;
+    if (why) {
+        LOGI(NULL, "mcp elicitation declined", "server=\"%s\" why=\"%s\"", ql(s, q, sizeof q),
+             why);
+        send_elicit_result(s, id, "decline", NULL);
+        return;
+    }
+    mcp_elicit *e = xcalloc(1, sizeof *e);
+    e->s = s;
+    e->c = c;
+    e->id = json_deep_copy(id);
+    if (!e->id)
+        log_oom();
+    e->next = c->elicits;
+    c->elicits = e;
+    uv_timer_stop(&c->timer); /* the user is asked: the owner keeps its own deadline */
+    LOGI(NULL, "mcp elicitation", "server=\"%s\" tool=\"%s\"", ql(s, q, sizeof q),
+         log_quote(c->name, qm, sizeof qm));
+    c->cb.on_elicit(c->ud, e, message, schema);
+}
+
+/* The server's own requests: ping is answered, elicitation/create goes to its call; anything
+ * else is not implemented. */
+static void on_server_request(mcp_server *s, const char *method, json_t *id, const json_t *params)
+{
+    if (!strcmp(method, "elicitation/create")) {
+        on_elicit_request(s, id, params);
+        return;
+    }
+    if (!strcmp(method, "ping")) {
+        json_t *m = rpc_response(id);
+        json_object_set_new(m, "result", json_object());
+        send_msg(s, m);
+        return;
+    }
+    char q[128], qm[128];
+    LOGI(NULL, "mcp server request refused", "server=\"%s\" method=\"%s\"", ql(s, q, sizeof q),
+         log_quote(method, qm, sizeof qm));
+    send_rpc_error(s, id, -32601, "Method not found");
 }
 
 static void on_tp_message(void *ud, json_t *msg)
@@ -753,7 +907,7 @@ static void on_tp_message(void *ud, json_t *msg)
     json_t *id = json_object_get(msg, "id");
     if (method) {
         if (id && !json_is_null(id))
-            on_server_request(s, method, id);
+            on_server_request(s, method, id, json_object_get(msg, "params"));
         else
             on_notification(s, method, json_object_get(msg, "params"));
     } else if (id && (json_object_get(msg, "result") || json_object_get(msg, "error"))) {
@@ -958,8 +1112,36 @@ void mcp_call_cancel(mcp_call *c)
     if (!c || c->state == C_DONE)
         return;
     mcp_server *s = c->s;
+    for (mcp_elicit *e = c->elicits; e; e = e->next) /* the form is gone with the call */
+        send_elicit_result(s, e->id, "cancel", NULL);
     if (c->state == C_SENT)
         send_cancelled(s, c->id, "cancelled by the user");
     unlink_call(s, c);
     uv_close((uv_handle_t *)&c->timer, on_call_closed);
+}
+
+void mcp_elicit_respond(mcp_elicit *e, const char *action, const json_t *content)
+{
+    if (!e)
+        return;
+    mcp_call *c = e->c;
+    mcp_server *s = e->s;
+    if (c && s && !s->freed) {
+        for (mcp_elicit **pp = &c->elicits; *pp; pp = &(*pp)->next)
+            if (*pp == e) {
+                *pp = e->next;
+                break;
+            }
+        if (!action || (strcmp(action, "accept") && strcmp(action, "decline")))
+            action = "cancel";
+        char q[128];
+        LOGI(NULL, "mcp elicitation answered", "server=\"%s\" action=%s", ql(s, q, sizeof q),
+             action);
+        send_elicit_result(s, e->id, action, content);
+        /* the call's timeout runs again, afresh, once nobody is asked any more */
+        if (!c->elicits && c->state == C_SENT)
+            uv_timer_start(&c->timer, on_call_timeout, s->cfg.call_timeout_ms, 0);
+    }
+    json_decref(e->id);
+    free(e);
 }

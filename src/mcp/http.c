@@ -20,7 +20,11 @@
  * Resumability (2025-11-25, SEP-1699): an SSE answer that ends or breaks before its response,
  * after the server gave its events ids, is not a failure: after the stream's retry: time the
  * rest is fetched with GET and Last-Event-ID (that GET stream is closed once the response is
- * in). No standalone GET stream is opened for messages outside requests.
+ * in). The standalone GET stream (server messages outside our requests) is opened after
+ * notifications/initialized, unless the server answers 405, and reopened when it ends.
+ *
+ * A server's request on an answer's stream (elicitation: the user may take minutes) pauses
+ * that transfer (no idle timeout, nothing read) until the client has answered it.
  *
  * Memory: one uv timer (resumes) besides what fetch owns (a curl multi per transport). Posts
  * are freed outside our callbacks only: within one (in_cb) they are marked dead and freed when
@@ -51,6 +55,8 @@
 #define MAX_RESUMES         100  /* GETs resuming one answer (a polling server closes often) */
 #define DEFAULT_RETRY_MS    1000 /* before resuming, when the stream named no retry: */
 #define MAX_RETRY_MS        60000
+#define GS_IDLE_MS          300000 /* the GET stream: reconnect after this long without bytes */
+#define GS_MAX_FAILS        8      /* GET stream failures in a row before giving up (per session) */
 #define SESSION_HEADER      "Mcp-Session-Id"
 #define VERSION_HEADER      "MCP-Protocol-Version"
 
@@ -66,6 +72,7 @@ typedef struct post {
     char *body;
     size_t len;
     json_t *id; /* a request's id; NULL for notifications and responses */
+    json_t *asked; /* ids of the server's requests on this answer that we have not answered */
     char method[48];
     int kind;
     int mode;
@@ -81,6 +88,8 @@ typedef struct post {
     unsigned with_session : 1; /* it carried a session id */
     unsigned resent : 1;       /* already sent again after a session expired */
     unsigned held : 1;         /* waiting for the new session */
+    unsigned releases : 1;     /* our notifications/initialized of a renewed session: the held
+                                * posts go out once it is done (initialized comes first) */
     unsigned answered : 1;     /* the response to `id` was delivered */
     unsigned waiting : 1;      /* its SSE answer ended early: resumed at resume_at */
     unsigned resuming : 1;     /* the transfer is a GET with Last-Event-ID */
@@ -108,8 +117,18 @@ struct http_tp {
     post *posts;
     unsigned nposts;
     fetch *del;
-    uv_timer_t timer; /* resuming SSE answers */
+    uv_timer_t timer; /* resuming SSE answers; (re)opening the GET stream */
     int in_cb;
+    /* the standalone GET stream (§2.6): server messages outside our requests */
+    fetch *gs_f;
+    ssep gs_sse;
+    long gs_status;
+    int gs_sse_on;     /* the current answer is an event stream (gs_sse is set up) */
+    unsigned gs_gen;   /* the session it belongs to */
+    unsigned gs_fails; /* failed opens in a row */
+    uint64_t gs_at;    /* gs_due: when to open it */
+    char gs_lei[SSEP_NAME_MAX + 1]; /* the last event id seen on it (Last-Event-ID) */
+    unsigned gs_due : 1, gs_off : 1;
     unsigned started : 1, reported : 1, stopped : 1, torn : 1;
 };
 
@@ -117,6 +136,8 @@ static void post_start(http_tp *t, post *p);
 static void teardown(http_tp *t);
 static void arm_timer(http_tp *t);
 static int try_resume(http_tp *t, post *p);
+static void gs_cancel(http_tp *t);
+static void gs_schedule(http_tp *t, uint64_t delay_ms);
 
 static const char *qlabel(const http_tp *t, char *out, size_t n)
 {
@@ -137,6 +158,7 @@ static void free_post(post *p)
     ssep_free(&p->sse);
     buf_free(&p->acc);
     json_decref(p->id);
+    json_decref(p->asked);
     free(p->body);
     free(p);
 }
@@ -182,6 +204,7 @@ static void report_closed(http_tp *t, const char *reason)
     if (t->reported || t->stopped)
         return;
     t->reported = 1;
+    gs_cancel(t);
     for (post *p = t->posts; p; p = p->next)
         drop(p);
     enter(t);
@@ -246,6 +269,16 @@ static void set_session(http_tp *t, const char *sid)
 }
 
 /* Our own initialize (after the session expired) was answered: the held messages go out. */
+/* The renewed session is announced: what waited for it goes out. */
+static void release_held(http_tp *t)
+{
+    for (post *h = t->posts; h && !t->reported && !t->stopped; h = h->next)
+        if (h->held) {
+            h->held = 0;
+            post_start(t, h);
+        }
+}
+
 static void reinit_answered(http_tp *t, post *p, const json_t *msg)
 {
     char q[128], qv[64];
@@ -278,12 +311,11 @@ static void reinit_answered(http_tp *t, post *p, const json_t *msg)
     n->next = t->posts;
     t->posts = n;
     t->nposts++;
+    n->releases = 1;
     post_start(t, n);
-    for (post *h = t->posts; h && !t->reported && !t->stopped; h = h->next)
-        if (h->held) {
-            h->held = 0;
-            post_start(t, h);
-        }
+    gs_cancel(t); /* the old session's stream */
+    t->gs_fails = 0;
+    gs_schedule(t, 0);
 }
 
 /* The server forgot our session (p carried it and got 404, or 400 saying so). */
@@ -347,6 +379,15 @@ static void deliver_one(http_tp *t, post *p, json_t *msg)
             json_string_value(json_object_get(json_object_get(msg, "result"), "protocolVersion"));
         if (v && strlen(v) < sizeof t->version)
             snprintf(t->version, sizeof t->version, "%s", v);
+    }
+    if (id && !json_is_null(id) && json_object_get(msg, "method")) {
+        /* a request of the server (elicitation: the user may take minutes): this answer's
+         * stream is paused (no idle timeout) until the client has answered it */
+        if (!p->asked)
+            p->asked = json_array();
+        json_array_append(p->asked, (json_t *)id);
+        if (p->f)
+            fetch_pause(p->f, 1);
     }
     enter(t);
     t->cb.on_message(t->ud, msg);
@@ -518,6 +559,10 @@ static void on_done(void *ud, int rc, long status, const char *message)
     char q[128], qm[300], reason[400];
     enter(t);
     p->f = NULL; /* fetch frees it after this callback */
+    if (p->releases) {
+        p->releases = 0;
+        release_held(t);
+    }
     LOGD(NULL, "mcp http post done", "server=\"%s\" method=\"%s\" status=%ld rc=%d%s",
          qlabel(t, q, sizeof q), p->method, status, rc, p->resuming ? " resumed=1" : "");
     if (p->mode == M_SSE) {
@@ -584,16 +629,18 @@ static void on_done(void *ud, int rc, long status, const char *message)
 
 static const fetch_cb post_cb = {on_head, on_data, on_done};
 
-/* The headers of a POST (p), a GET resuming p's answer (p->resuming, lei: Last-Event-ID) or
- * the DELETE (p NULL): ours, the configured ones, the session's. */
+/* The headers of a POST (p), a GET resuming p's answer (p->resuming, lei: Last-Event-ID), the
+ * GET stream (p NULL, lei: Last-Event-ID or "") or the DELETE (p and lei NULL): ours, the
+ * configured ones, the session's. */
 static const char **build_headers(http_tp *t, const post *p, char *sid, size_t sidn, char *ver,
                                   size_t vern, const char *lei)
 {
     const char **h = xcalloc(t->nheaders + 5, sizeof *h);
     size_t k = 0;
-    if (p && p->resuming) {
+    if ((p && p->resuming) || (!p && lei)) { /* a resume, or the GET stream (lei "" if none) */
         h[k++] = "Accept: text/event-stream";
-        h[k++] = lei;
+        if (lei[0])
+            h[k++] = lei;
     } else if (p) {
         h[k++] = "Content-Type: application/json";
         h[k++] = "Accept: application/json, text/event-stream";
@@ -632,6 +679,8 @@ static int post_fetch(http_tp *t, post *p)
     p->gen = t->gen;
     p->mode = M_NONE;
     p->answered = p->resuming = 0;
+    json_decref(p->asked); /* a new transfer: the old one's requests are moot */
+    p->asked = NULL;
     int rc = fetch_start(t->ctx, &o, &post_cb, p, &p->f);
     memset(sid, 0, sizeof sid);
     free(h);
@@ -695,6 +744,8 @@ static int try_resume(http_tp *t, post *p)
     return 1;
 }
 
+static void gs_open(http_tp *t);
+
 static void on_timer(uv_timer_t *h)
 {
     http_tp *t = h->data;
@@ -705,6 +756,8 @@ static void on_timer(uv_timer_t *h)
             p->waiting = 0;
             resume_fetch(t, p);
         }
+    if (t->gs_due && t->gs_at <= now && !t->stopped && !t->reported)
+        gs_open(t);
     leave(t);
     if (!t->stopped)
         arm_timer(t);
@@ -713,15 +766,182 @@ static void on_timer(uv_timer_t *h)
 static void arm_timer(http_tp *t)
 {
     uint64_t next = 0;
+    int any = 0;
     for (post *p = t->posts; p; p = p->next)
-        if (p->waiting && !p->dead && (!next || p->resume_at < next))
+        if (p->waiting && !p->dead && (!any || p->resume_at < next)) {
             next = p->resume_at;
-    if (!next) {
+            any = 1;
+        }
+    if (t->gs_due && !t->stopped && !t->reported && (!any || t->gs_at < next)) {
+        next = t->gs_at;
+        any = 1;
+    }
+    if (!any) {
         uv_timer_stop(&t->timer);
         return;
     }
     uint64_t now = uv_now(t->loop);
     uv_timer_start(&t->timer, on_timer, next > now ? next - now : 0, 0);
+}
+
+/* ---- the standalone GET stream (§2.6) ----
+ * Opened once the client has sent notifications/initialized (and again for a renewed
+ * session); its messages go to the client like those of any answer. A 405 means the server
+ * has none: not asked again. It is opened again when it ends (after the stream's retry:, with
+ * Last-Event-ID) or fails (backoff, at most GS_MAX_FAILS times in a row); stop closes it. */
+
+static void gs_cancel(http_tp *t)
+{
+    if (t->gs_f)
+        fetch_cancel(t->gs_f);
+    t->gs_f = NULL;
+    t->gs_due = 0;
+}
+
+/* Opens it after delay_ms (a new session: from scratch). */
+static void gs_schedule(http_tp *t, uint64_t delay_ms)
+{
+    if (t->gs_off || t->stopped || t->reported || t->gs_f)
+        return;
+    uv_update_time(t->loop);
+    t->gs_at = uv_now(t->loop) + delay_ms;
+    t->gs_due = 1;
+    arm_timer(t);
+}
+
+static int gs_event(void *ud, const char *event, size_t event_len, const char *data,
+                    size_t data_len, const char *id)
+{
+    http_tp *t = ud;
+    size_t i = 0;
+    while (i < data_len && strchr(" \t\r\n", data[i]))
+        i++;
+    if (i < data_len) {
+        json_error_t e;
+        json_t *m = json_loadb(data, data_len, 0, &e);
+        if (!m) {
+            char q[128], qe[200];
+            LOGW(NULL, "mcp http server sent an event that is not JSON, skipped",
+                 "server=\"%s\" err=\"%s\" bytes=%zu stream=get", qlabel(t, q, sizeof q),
+                 log_quote(e.text, qe, sizeof qe), data_len);
+        } else {
+            size_t n = json_is_array(m) ? json_array_size(m) : 1;
+            for (size_t k = 0; k < n && t->gs_f && !t->stopped && !t->reported; k++) {
+                enter(t);
+                t->cb.on_message(t->ud, json_is_array(m) ? json_array_get(m, k) : m);
+                leave(t);
+            }
+            json_decref(m);
+        }
+    }
+    return t->stopped || t->reported || !t->gs_f ? -ECANCELED : 0;
+}
+
+static int gs_head(void *ud, long status, const char *ctype, const char *retry_after)
+{
+    http_tp *t = ud;
+    t->gs_status = status;
+    if (t->gs_sse_on)
+        ssep_free(&t->gs_sse);
+    t->gs_sse_on = status >= 200 && status < 300 && ctype &&
+                   !strncasecmp(ctype, "text/event-stream", 17);
+    if (t->gs_sse_on)
+        ssep_init(&t->gs_sse, t->max_message, gs_event, t);
+    return 0;
+}
+
+static int gs_data(void *ud, const char *d, size_t n)
+{
+    http_tp *t = ud;
+    if (!t->gs_sse_on)
+        return 0; /* an error answer: its status says enough */
+    enter(t);
+    int rc = ssep_feed(&t->gs_sse, d, n);
+    if (t->stopped || t->reported || !t->gs_f)
+        rc = -1;
+    leave(t);
+    return rc < 0 ? -1 : 0;
+}
+
+static void gs_done(void *ud, int rc, long status, const char *message)
+{
+    http_tp *t = ud;
+    char q[128], qm[300];
+    t->gs_f = NULL;
+    if (t->stopped || t->reported)
+        return;
+    int was_open = t->gs_sse_on;
+    long retry = -1;
+    if (t->gs_sse_on) {
+        ssep_finish(&t->gs_sse);
+        const char *last = ssep_last_id(&t->gs_sse);
+        if (last[0])
+            snprintf(t->gs_lei, sizeof t->gs_lei, "%s", last);
+        retry = ssep_retry(&t->gs_sse);
+        ssep_free(&t->gs_sse);
+        t->gs_sse_on = 0;
+    }
+    if (status == 405) {
+        LOGD(NULL, "mcp http server has no standalone stream", "server=\"%s\"",
+             qlabel(t, q, sizeof q));
+        t->gs_off = 1;
+        return;
+    }
+    if (was_open) { /* it was up, and ended (or idled out): again, as the server asks */
+        t->gs_fails = 0;
+        if (retry < 0)
+            retry = DEFAULT_RETRY_MS;
+        if (retry > MAX_RETRY_MS)
+            retry = MAX_RETRY_MS;
+        LOGD(NULL, "mcp http stream ended, reopening", "server=\"%s\" rc=%d retry_ms=%ld",
+             qlabel(t, q, sizeof q), rc, retry);
+        gs_schedule(t, (uint64_t)retry);
+        return;
+    }
+    t->gs_fails++;
+    LOGD(NULL, "mcp http stream could not be opened", "server=\"%s\" status=%ld rc=%d err=\"%s\" failures=%u",
+         qlabel(t, q, sizeof q), status, rc, log_quote(message, qm, sizeof qm), t->gs_fails);
+    if (t->gs_fails >= GS_MAX_FAILS)
+        return; /* until the next session */
+    uint64_t d = DEFAULT_RETRY_MS;
+    for (unsigned i = 1; i < t->gs_fails && d < MAX_RETRY_MS; i++)
+        d *= 2;
+    gs_schedule(t, d < MAX_RETRY_MS ? d : MAX_RETRY_MS);
+}
+
+static const fetch_cb gs_cb = {gs_head, gs_data, gs_done};
+
+static void gs_open(http_tp *t)
+{
+    t->gs_due = 0;
+    if (t->gs_f || t->gs_off)
+        return;
+    if (t->gs_gen != t->gen) { /* a new session: its own events */
+        t->gs_gen = t->gen;
+        t->gs_lei[0] = 0;
+    }
+    char sid[SESSION_ID_MAX + 32], ver[64], lei[SSEP_NAME_MAX + 32] = "";
+    if (t->gs_lei[0])
+        snprintf(lei, sizeof lei, "Last-Event-ID: %s", t->gs_lei);
+    const char **h = build_headers(t, NULL, sid, sizeof sid, ver, sizeof ver, lei);
+    fetch_opts o = {.method = "GET",
+                    .url = t->url,
+                    .headers = h,
+                    .connect_timeout_ms = t->connect_ms,
+                    .first_byte_timeout_ms = GS_IDLE_MS,
+                    .idle_timeout_ms = GS_IDLE_MS,
+                    .max_response =
+                        t->max_message > SIZE_MAX / 64 ? SIZE_MAX : t->max_message * 64};
+    t->gs_status = 0;
+    int rc = fetch_start(t->ctx, &o, &gs_cb, t, &t->gs_f);
+    memset(sid, 0, sizeof sid);
+    free(h);
+    if (rc < 0) {
+        t->gs_f = NULL;
+        t->gs_fails++;
+        if (t->gs_fails < GS_MAX_FAILS)
+            gs_schedule(t, MAX_RETRY_MS);
+    }
 }
 
 /* post_fetch from our callbacks: a failure fails the request. */
@@ -742,6 +962,19 @@ static int tp_send(mcp_transport *base, const json_t *msg)
         return -ENOBUFS;
     const char *method = json_string_value(json_object_get(msg, "method"));
     json_t *id = json_object_get(msg, "id");
+    if (!method && id) {
+        /* our answer to a server's request: the stream it came on reads again */
+        for (post *p = t->posts; p; p = p->next) {
+            size_t n = json_array_size(p->asked);
+            for (size_t i = 0; i < n; i++)
+                if (json_equal(json_array_get(p->asked, i), id)) {
+                    json_array_remove(p->asked, i);
+                    if (!json_array_size(p->asked) && p->f && !p->dead)
+                        fetch_pause(p->f, 0);
+                    break;
+                }
+        }
+    }
     if (method && !strcmp(method, "notifications/cancelled")) {
         /* the client gave up on that request: stop reading its answer */
         json_t *rid = json_object_get(json_object_get(msg, "params"), "requestId");
@@ -782,6 +1015,10 @@ static int tp_send(mcp_transport *base, const json_t *msg)
         return 0;
     }
     int rc = post_fetch(t, p);
+    if (rc == 0 && p->kind == K_NOTIFICATION && !strcmp(method, "notifications/initialized")) {
+        t->gs_fails = 0;
+        gs_schedule(t, 0); /* the session is up: the GET stream, from the loop */
+    }
     if (rc < 0 && !t->in_cb)
         sweep(t);
     return rc;
@@ -844,6 +1081,8 @@ static void destroy(http_tp *t)
     free(t->session);
     free(t->init_body);
     json_decref(t->init_id);
+    if (t->gs_sse_on)
+        ssep_free(&t->gs_sse);
     uv_close((uv_handle_t *)&t->timer, on_timer_closed); /* frees t */
 }
 
@@ -867,6 +1106,7 @@ static void teardown(http_tp *t)
         return;
     t->torn = 1;
     uv_timer_stop(&t->timer);
+    gs_cancel(t);
     for (post *p = t->posts; p; p = p->next)
         drop(p);
     sweep(t);
@@ -894,6 +1134,7 @@ static void tp_stop(mcp_transport *base)
     if (t->stopped)
         return;
     t->stopped = 1;
+    gs_cancel(t);
     for (post *p = t->posts; p; p = p->next)
         drop(p);
     if (!t->in_cb)

@@ -21,6 +21,7 @@
 
 typedef struct mcp_server mcp_server;
 typedef struct mcp_call mcp_call;
+typedef struct mcp_elicit mcp_elicit; /* a server's elicitation/create waiting for the user */
 
 typedef struct mcp_server_config {
     const char *label;          /* short name for logs (and tool name prefixes) */
@@ -71,7 +72,16 @@ typedef struct mcp_call_cb {
      * callback; isError results are results), or NULL with err: a JSON-RPC error ("the tool
      * failed: <message>"), a timeout, or the server went away mid-call. */
     void (*on_done)(void *ud, const json_t *result, const char *err);
+    /* Elicitation (form mode, reference §2.8): the server asks the user for input during this
+     * call (message, requestedSchema: a flat object schema). The call stays open until
+     * mcp_elicit_respond. May be NULL: the client then declines at once. */
+    void (*on_elicit)(void *ud, mcp_elicit *e, const char *message,
+                      const json_t *requested_schema);
 } mcp_call_cb;
+
+/* Answers an elicitation and frees e: action "accept" (content: an object, borrowed), "decline" or
+ * "cancel" (content NULL). Safe after the call or the server went away (then it only frees). */
+void mcp_elicit_respond(mcp_elicit *e, const char *action, const json_t *content);
 
 /* tools/call name with arguments (an object, borrowed) and a progress token. Starts the server
  * first if needed. Never returns NULL. */

@@ -244,7 +244,7 @@ static void pool_call_done(void *ud, const json_t *result, const char *err)
     pool_call_end(ud, result, err);
 }
 
-static const mcp_call_cb pool_call_cbs = {NULL, pool_call_done};
+static const mcp_call_cb pool_call_cbs = {NULL, pool_call_done, NULL};
 
 static void pool_call_ready(void *ud, int rc, const char *err)
 {

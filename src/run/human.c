@@ -1133,3 +1133,120 @@ char *human_structured_text(const json_t *form, const json_t *inputs)
     }
     return buf_steal(&b, NULL);
 }
+
+/* ---- MCP elicitation ---- */
+
+static json_t *schema_options(const json_t *prop)
+{
+    json_t *e = json_object_get(prop, "enum");
+    json_t *names = json_object_get(prop, "enumNames");
+    json_t *one = json_object_get(prop, "oneOf");
+    if (!one)
+        one = json_object_get(prop, "anyOf");
+    json_t *out = json_array();
+    size_t i;
+    json_t *v;
+    json_array_foreach(e, i, v)
+    {
+        if (!json_is_string(v))
+            continue;
+        json_t *label = json_array_get(names, i);
+        json_array_append_new(out, json_pack("{s:O,s:O}", "value", v, "label",
+                                             json_is_string(label) ? label : v));
+    }
+    json_array_foreach(one, i, v)
+    {
+        json_t *c = json_object_get(v, "const");
+        json_t *t = json_object_get(v, "title");
+        if (json_is_string(c))
+            json_array_append_new(out, json_pack("{s:O,s:O}", "value", c, "label",
+                                                 json_is_string(t) ? t : c));
+    }
+    if (!json_array_size(out)) {
+        json_decref(out);
+        return NULL;
+    }
+    return out;
+}
+
+json_t *human_form_from_schema(const char *message, const json_t *schema, char *err,
+                               size_t errlen)
+{
+    json_t *props = json_object_get(schema, "properties");
+    if (!json_is_object(props) || !json_object_size(props)) {
+        snprintf(err, errlen, "the requested schema has no properties");
+        return NULL;
+    }
+    json_t *req = json_object_get(schema, "required");
+    json_t *fields = json_array();
+    const char *name;
+    json_t *p;
+    json_object_foreach(props, name, p)
+    {
+        const char *type = json_string_value(json_object_get(p, "type")) ?: "";
+        const char *format = json_string_value(json_object_get(p, "format")) ?: "";
+        json_t *opts = schema_options(p);
+        const char *ft = NULL;
+        if (!strcmp(type, "array")) {
+            json_decref(opts);
+            opts = schema_options(json_object_get(p, "items"));
+            ft = opts ? "multi_select" : NULL;
+        } else if (opts) {
+            ft = "select";
+        } else if (!strcmp(type, "string")) {
+            ft = !strcmp(format, "email") ? "email"
+                 : (!strcmp(format, "date") || !strcmp(format, "date-time")) ? "date"
+                                                                             : "text";
+        } else if (!strcmp(type, "number") || !strcmp(type, "integer")) {
+            ft = "number";
+        } else if (!strcmp(type, "boolean")) {
+            ft = "checkbox";
+        }
+        if (!ft) {
+            json_decref(opts);
+            json_decref(fields);
+            snprintf(err, errlen, "the property %.64s cannot be shown as a form field", name);
+            return NULL;
+        }
+        int required = 0;
+        size_t i;
+        json_t *r;
+        json_array_foreach(req, i, r)
+            required |= json_is_string(r) && !strcmp(json_string_value(r), name);
+        json_t *title = json_object_get(p, "title");
+        json_t *f = json_pack("{s:s,s:s,s:b}", "name", name, "type", ft, "required", required);
+        if (json_is_string(title))
+            json_object_set(f, "label", title);
+        json_t *desc = json_object_get(p, "description");
+        if (json_is_string(desc))
+            json_object_set(f, "placeholder", desc);
+        if (json_object_get(p, "default"))
+            json_object_set(f, "default", json_object_get(p, "default"));
+        if (opts)
+            json_object_set_new(f, "options", opts);
+        json_array_append_new(fields, f);
+    }
+    json_t *args = json_pack("{s:s,s:o}", "title",
+                             message && *message ? message : "The tool needs your input",
+                             "fields", fields);
+    json_t *form = human_form_parse(args, err, errlen);
+    json_decref(args);
+    return form;
+}
+
+json_t *human_elicit_content(const json_t *schema, const json_t *answers)
+{
+    json_t *out = json_object();
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)answers, name, v)
+    {
+        json_t *p = json_object_get(json_object_get(schema, "properties"), name);
+        const char *type = json_string_value(json_object_get(p, "type")) ?: "";
+        if (!strcmp(type, "integer") && json_is_real(v))
+            json_object_set_new(out, name, json_integer((json_int_t)json_real_value(v)));
+        else
+            json_object_set(out, name, v);
+    }
+    return out;
+}

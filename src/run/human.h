@@ -46,4 +46,14 @@ json_t *human_structured_inputs(const json_t *form);
  * answer)" for a skipped question. malloc'd. */
 char *human_structured_text(const json_t *form, const json_t *inputs);
 
+/* MCP elicitation (reference §2.8): a form for a server's requestedSchema (a flat object:
+ * string (format email/date/date-time), number/integer, boolean, enum / oneOf const+title /
+ * legacy enumNames, arrays of enum / anyOf as multi_select; required; defaults), titled with
+ * the server's message. NULL with err when the schema cannot be shown as a form. */
+json_t *human_form_from_schema(const char *message, const json_t *schema, char *err,
+                               size_t errlen);
+/* The elicitation's accept content from the form's answers: property names as the schema has
+ * them, integers as integers. */
+json_t *human_elicit_content(const json_t *schema, const json_t *answers);
+
 #endif

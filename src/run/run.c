@@ -50,6 +50,13 @@ struct run {
     json_t *tool_map;    /* offered name -> {"s": server index, "n": the server's name} */
     struct tool_ctx **calls_out; /* one per call of the round while it runs (MCP calls) */
     json_t *extras;      /* per call of the round: null, or {"mcp_content", "widgets"} */
+    ck_app *app;
+    /* an MCP elicitation (issue 5): while the user is asked, the run is parked (no stream)
+     * under the interaction id in app->parked, its tool call still open */
+    mcp_elicit *elicit;
+    char parked[ID_MAX];
+    uv_timer_t *deadline;
+    int judgement;       /* the user left the elicitation to the model's judgement */
     json_t *human_form;  /* a request_human_input call of the round: its form; the run then
                           * waits for the user instead of asking the model again */
     size_t human_index;  /* that call's index in the round */
@@ -194,9 +201,12 @@ static void stop_retry(run *r)
     }
 }
 
+static void unpark(run *r);
+
 static void run_free(run *r)
 {
     stop_retry(r);
+    unpark(r);
     free(r->base_url);
     free(r->tool_choice);
     free(r->direct);
@@ -458,6 +468,7 @@ static void tools_finish(run *r);
 static void tools_start(run *r);
 static void on_text(void *ud, const char *delta, size_t len);
 static void start_title(run *r);
+static const char *ask_human(run *r, json_t *form, json_t *call, json_t *extra);
 
 /* Call i of the round has its result (malloc'd text, taken). */
 static void tool_result(run *r, size_t i, char *result)
@@ -483,6 +494,8 @@ static void mcp_progress(void *ud, double progress, double total, const char *me
 {
     tool_ctx *t = ud;
     char text[300];
+    if (!t->r->st)
+        return; /* parked: nobody is listening */
     if (message && *message)
         snprintf(text, sizeof text, "%.250s", message);
     else if (total > 0)
@@ -521,7 +534,116 @@ static void mcp_done(void *ud, const json_t *result, const char *err)
     leave(r);
 }
 
-static const mcp_call_cb mcp_cbs = {mcp_progress, mcp_done};
+static void on_park_deadline(uv_timer_t *t);
+
+/* An MCP server asks the user for input during a call: the form goes out like
+ * request_human_input's, and the run is parked (its stream ends, the call stays open) until
+ * the user answers (run_resume_elicitation) or CHATKIT_MCP_ELICIT_TIMEOUT_MS passes. */
+static void mcp_elicit_cb(void *ud, mcp_elicit *e, const char *message, const json_t *schema)
+{
+    tool_ctx *t = ud;
+    run *r = t->r;
+    char err[300];
+    json_t *form = r->elicit || !r->st ? NULL : human_form_from_schema(message, schema, err,
+                                                                        sizeof err);
+    if (!form) {
+        char q[256];
+        LOGI(r->st ? stream_rid(r->st) : NULL, "elicitation declined",
+             "why=\"%s\"", log_quote(r->elicit || !r->st ? "one question at a time" : err, q,
+                                       sizeof q));
+        mcp_elicit_respond(e, "decline", NULL);
+        return;
+    }
+    json_t *extra = json_pack("{s:b,s:O}", "elicitation", 1, "schema", schema);
+    const char *iid = ask_human(r, form, json_array_get(r->round, t->i), extra);
+    json_decref(extra);
+    json_decref(form);
+    r->elicit = e;
+    snprintf(r->parked, sizeof r->parked, "%s", iid);
+    map_put(&r->app->parked, r->parked, r);
+    r->deadline = xmalloc(sizeof *r->deadline);
+    uv_timer_init(r->app->loop, r->deadline);
+    r->deadline->data = r;
+    uv_timer_start(r->deadline, on_park_deadline, r->app->cfg->mcp_elicit_timeout_ms, 0);
+    if (r->title_call) { /* the stream ends now: the title from the user's words */
+        r->prov->cancel(r->title_call);
+        r->title_call = NULL;
+    }
+    if (!r->title_done && r->title_text && !stream_thread(r->st)->title &&
+        r->app->cfg->title_enabled)
+        set_title(r, r->title_text);
+    r->title_done = 1;
+    ck_stream *st = r->st;
+    r->st = NULL;
+    stream_finish(st);
+}
+
+static void on_deadline_closed(uv_handle_t *h) { free(h); }
+
+static void unpark(run *r)
+{
+    if (r->parked[0] && map_get(&r->app->parked, r->parked) == r)
+        map_del(&r->app->parked, r->parked);
+    r->parked[0] = 0;
+    if (r->deadline) {
+        uv_timer_stop(r->deadline);
+        uv_close((uv_handle_t *)r->deadline, on_deadline_closed);
+        r->deadline = NULL;
+    }
+}
+
+/* A parked run that will not be resumed (deadline, shutdown): the server is told "cancel",
+ * the calls still open are cancelled, and the run goes (the user's later answer finds it
+ * expired). */
+static void drop_parked(run *r)
+{
+    unpark(r);
+    if (r->elicit)
+        mcp_elicit_respond(r->elicit, "cancel", NULL);
+    r->elicit = NULL;
+    for (size_t i = 0; r->calls_out && i < json_array_size(r->round); i++)
+        if (r->calls_out[i]) {
+            mcp_call_cancel(r->calls_out[i]->call);
+            free(r->calls_out[i]->label);
+            free(r->calls_out[i]);
+            r->calls_out[i] = NULL;
+        }
+    r->dead = 1;
+    if (!r->in_cb)
+        run_free(r);
+}
+
+static void on_park_deadline(uv_timer_t *t)
+{
+    run *r = t->data;
+    LOGI(NULL, "elicitation expired", "interaction=%s", r->parked);
+    drop_parked(r);
+}
+
+int run_resume_elicitation(ck_app *app, ck_stream *st, const char *iid, const char *action,
+                           const json_t *content)
+{
+    run *r = map_get(&app->parked, iid);
+    if (!r)
+        return -1;
+    unpark(r);
+    r->st = st;
+    stream_set_run(st, r);
+    r->judgement = !strcmp(action, "decline");
+    mcp_elicit_respond(r->elicit, action, content);
+    r->elicit = NULL;
+    return 0;
+}
+
+void run_drop_parked(ck_app *app)
+{
+    for (size_t i = 0; i < app->parked.cap; i++)
+        if (map_live(&app->parked, i))
+            drop_parked(app->parked.slots[i].val);
+    map_free(&app->parked);
+}
+
+static const mcp_call_cb mcp_cbs = {mcp_progress, mcp_done, mcp_elicit_cb};
 
 /* Runs one call: an MCP tool, a built-in the agent offers, else an error result for the
  * model. */
@@ -622,15 +744,15 @@ static void tools_start(run *r)
 /* The round asked the user for input (request_human_input): the form goes out as a widget, the
  * interaction is recorded (a hidden record the model never sees, and the thread's pending mark)
  * and the run ends waiting; the user's submission resumes it (threads.custom_action). */
-static void ask_human(run *r)
+static const char *ask_human(run *r, json_t *form, json_t *call, json_t *extra)
 {
     json_t *rec = stream_new_item(r->st, "msg", "hidden_context_item");
     const char *iid = json_string_value(json_object_get(rec, "id"));
     /* an agent with "forms": "structured" asks with the protocol's structured_input item when
      * every field fits it (choices and free text); a form widget otherwise */
     const char *style = json_string_value(json_object_get(stream_agent(r->st)->config, "forms"));
-    json_t *inputs = style && !strcmp(style, "structured")
-                         ? human_structured_inputs(r->human_form)
+    json_t *inputs = style && !strcmp(style, "structured") && !extra
+                         ? human_structured_inputs(form)
                          : NULL;
     json_t *w;
     if (inputs) {
@@ -639,17 +761,22 @@ static void ask_human(run *r)
         json_object_set_new(w, "inputs", inputs);
     } else {
         w = stream_new_item(r->st, "msg", "widget");
-        json_object_set_new(w, "widget", human_form_widget(r->human_form, iid));
-        json_object_set(w, "copy_text", json_object_get(r->human_form, "title"));
+        json_object_set_new(w, "widget", human_form_widget(form, iid));
+        json_object_set(w, "copy_text", json_object_get(form, "title"));
     }
-    json_object_set_new(rec, "content",
-                        json_pack("{s:{s:s,s:O,s:O,s:O,s:s}}", "human_interaction", "id", iid,
-                                  "tool_call", json_array_get(r->round, r->human_index), "form",
-                                  r->human_form, inputs ? "structured_item_id" : "widget_item_id",
-                                  json_object_get(w, "id"), "status", "pending"));
+    json_t *hi = json_pack("{s:s,s:O,s:O,s:O,s:s}", "id", iid, "tool_call", call, "form", form,
+                           inputs ? "structured_item_id" : "widget_item_id",
+                           json_object_get(w, "id"), "status", "pending");
+    if (extra)
+        json_object_update(hi, extra);
+    json_object_set_new(rec, "content", json_pack("{s:o}", "human_interaction", hi));
     stream_set_metadata(r->st, "pending_interaction", json_string(iid));
     stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", w));
-    stream_emit(r->st, json_pack("{s:s,s:o}", "type", "thread.item.done", "item", rec));
+    stream_emit(r->st, json_pack("{s:s,s:O}", "type", "thread.item.done", "item", rec));
+    static char last[ID_MAX];
+    snprintf(last, sizeof last, "%s", iid);
+    json_decref(rec);
+    return last;
 }
 
 static void tools_finish(run *r)
@@ -702,7 +829,13 @@ static void tools_finish(run *r)
         }
     }
     if (r->human_form)
-        ask_human(r);
+        ask_human(r, r->human_form, json_array_get(r->round, r->human_index), NULL);
+    if (r->judgement) { /* the user left an elicitation to the model */
+        r->judgement = 0;
+        json_array_append_new(r->messages,
+                              json_pack("{s:s,s:s}", "role", "user", "content",
+                                        "[The user left the tool's question to your judgement.]"));
+    }
     json_decref(r->round);
     json_decref(r->results);
     json_decref(r->extras);
@@ -1105,6 +1238,7 @@ static void start(ck_stream *st, json_t *messages, const char *title_text, const
     const ck_agent *agent = stream_agent(st);
     run *r = xcalloc(1, sizeof *r);
     r->st = st;
+    r->app = stream_app(st);
     r->text = (buf)BUF_INIT(0);
     r->title = (buf)BUF_INIT(512);
     r->title_text = title_text ? xstrdup(title_text) : NULL;
@@ -1199,6 +1333,10 @@ void run_cancel(run *r)
     if (r->dead)
         return;
     stop_retry(r);
+    if (r->elicit) {
+        mcp_elicit_respond(r->elicit, "cancel", NULL);
+        r->elicit = NULL;
+    }
     for (size_t i = 0; r->mcp_waiting && i < mcp_agent_nservers(r->mcp); i++)
         mcp_server_ready_cancel(mcp_agent_server(r->mcp, i), r);
     r->mcp_waiting = 0;

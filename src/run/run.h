@@ -15,6 +15,13 @@ void run_start(ck_stream *st, json_t *messages, const char *title_text, const js
 /* A widget action (threads.custom_action): action {type, payload}; widget_item may be NULL;
  * both borrowed. history: the model input so far (stolen); the action is added to it. */
 void run_action(ck_stream *st, json_t *action, json_t *widget_item, json_t *history);
+/* The user answered an MCP elicitation (issue 5): the run parked under interaction iid takes
+ * st as its stream and the server gets action ("accept" with content, "decline", "cancel").
+ * Returns -1 when no run waits for it (the deadline passed, or chatkitd restarted). */
+int run_resume_elicitation(ck_app *app, ck_stream *st, const char *iid, const char *action,
+                           const json_t *content);
+/* Shutdown: every parked run is dropped (its servers get "cancel"). */
+void run_drop_parked(ck_app *app);
 /* Backpressure: the client is slow; a paused run reads nothing more from the model. */
 void run_pause(run *r, int paused);
 /* Stops the model at once; the run stores its accounting and calls nothing on the stream

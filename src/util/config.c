@@ -63,6 +63,7 @@ static const opt opts[] = {
     {"mcp-init-timeout", "CHATKIT_MCP_INIT_TIMEOUT_MS", K_MS, O(mcp_init_timeout_ms), "10000", 0},
     {"mcp-call-timeout", "CHATKIT_MCP_CALL_TIMEOUT_MS", K_MS, O(mcp_call_timeout_ms), "60000", 0},
     {"mcp-idle", "CHATKIT_MCP_IDLE_MS", K_MS, O(mcp_idle_ms), "300000", 0},
+    {"mcp-elicit-timeout", "CHATKIT_MCP_ELICIT_TIMEOUT_MS", K_MS, O(mcp_elicit_timeout_ms), "600000", 0},
     {"attachment-image-max", "CHATKIT_ATTACHMENT_IMAGE_MAX_BYTES", K_SIZE, O(attachment_image_max), "20MiB", 0},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])

@@ -46,6 +46,8 @@ typedef struct config {
     unsigned mcp_init_timeout_ms; /* CHATKIT_MCP_INIT_TIMEOUT_MS, 10 s: start + initialize + list */
     unsigned mcp_call_timeout_ms; /* CHATKIT_MCP_CALL_TIMEOUT_MS, 60 s: one tools/call */
     unsigned mcp_idle_ms;         /* CHATKIT_MCP_IDLE_MS, 5 min: unused servers are stopped */
+    unsigned mcp_elicit_timeout_ms; /* CHATKIT_MCP_ELICIT_TIMEOUT_MS, 10 min: an MCP server's
+                                     * question to the user is answered "cancel" after it */
 } config;
 
 /* Fills defaults then reads the environment. On a bad value returns -EINVAL and writes a

@@ -200,3 +200,75 @@ def test_structured_input_rendering(server_factory, mock):
     # a form with other field types still uses the widget
     tid, ev = c.create_thread(ASK)
     assert [e for e in ev if token(e) == "done:widget"]
+
+
+# ---- MCP elicitation ---------------------------------------------------------------------
+
+def elicit_setup(server_factory, mock, env=None, data_dir=None):
+    from test_mcp import fixture_cmd
+    mock_get(mock, "/_reset")
+    e = {"OPENAI_BASE_URL": mock + "/v1", "OPENAI_API_KEY": "sk-x", **(env or {})}
+    s = server_factory(env=e, data_dir=data_dir)
+    acct = s.new_account()
+    ag = s.cli("agent", "create", "--account", acct, "--name", "e", "--model", "openai:m",
+               "--mcp-stdio", fixture_cmd())
+    return s, s.client(s.new_user(acct, ag["id"])), e
+
+
+def ask_elicit(c):
+    tid, ev = c.create_thread("call tool ask_user")
+    forms = [e["item"] for e in ev if token(e) == "done:widget"]
+    assert len(forms) == 1, [token(e) for e in ev]
+    submit = [n for n in walk(forms[0]["widget"]) if n.get("type") == "Form"][0]["onSubmitAction"]
+    return tid, forms[0], submit["payload"]["interaction_id"]
+
+
+def last_tool_result(mock):
+    return [m for m in mock_get(mock, "/_requests")[-1]["body"]["messages"] if m["role"] == "tool"][-1]["content"]
+
+
+def test_elicitation_accept(server_factory, mock):
+    s, c, _ = elicit_setup(server_factory, mock)
+    tid, form, iid = ask_elicit(c)
+    kinds = {n.get("type") for n in walk(form["widget"])}
+    assert {"Input", "Checkbox", "Select"} <= kinds
+    assert PENDING in json.dumps(c.send(tid, "waiting"))
+    ev = act(c, tid, form, "human.form_submit",
+             {"interaction_id": iid, "name": "Ada", "age": "36", "vip": True, "size": "M"})
+    assert [e for e in ev if e["type"] == "thread.item.replaced"]
+    result = last_tool_result(mock)
+    assert result.startswith("accept")
+    got = json.loads(result[result.index("{"):])
+    assert got == {"name": "Ada", "age": 36, "vip": True, "size": "M"}
+    assert text_of(ev).startswith("Mock reply to: tool result accept")
+
+
+@pytest.mark.parametrize("kind,answer", [("human.best_judgement", "decline"), ("human.cancel", "cancel")])
+def test_elicitation_decline_and_cancel(server_factory, mock, kind, answer):
+    s, c, _ = elicit_setup(server_factory, mock)
+    tid, form, iid = ask_elicit(c)
+    ev = act(c, tid, form, kind, {"interaction_id": iid})
+    assert last_tool_result(mock) == answer
+    msgs = mock_get(mock, "/_requests")[-1]["body"]["messages"]
+    if answer == "decline":  # the model is told the user left it to its judgement
+        assert any("judgement" in (m.get("content") or "") for m in msgs if m["role"] == "user")
+
+
+def test_elicitation_deadline_and_restart(server_factory, mock, tmp_path):
+    s, c, env = elicit_setup(server_factory, mock, env={"CHATKIT_MCP_ELICIT_TIMEOUT_MS": "500"})
+    tid, form, iid = ask_elicit(c)
+    import time
+    time.sleep(1.2)  # the server got "cancel"
+    ev = act(c, tid, form, "human.form_submit", {"interaction_id": iid, "name": "Ada"})
+    assert "expired" in json.dumps(ev)
+    assert last_tool_result(mock).startswith("Error: the tool's question to the user expired")
+    # a restart between the question and the answer: the same
+    d = tmp_path / "restart"
+    s2, c2, env2 = elicit_setup(server_factory, mock, data_dir=d)
+    tid, form, iid = ask_elicit(c2)
+    s2.stop()
+    s3 = server_factory(env=env2, data_dir=d)
+    c3 = Client(s3, c2.tenant)
+    ev = act(c3, tid, form, "human.form_submit", {"interaction_id": iid, "name": "Ada"})
+    assert "expired" in json.dumps(ev)
+    assert text_of(ev).startswith("Mock reply to: tool result Error:")

@@ -294,7 +294,8 @@ def test_http_errors_reach_the_model(server_factory, mock, fake):
     # an SSE answer that ends early is resumed with GET + Last-Event-ID (here: refused)
     c.send(tid, "call tool no_answer")
     assert "closed its answer early and did not resume it: HTTP 405" in tool_message(mock)
-    gets = [r for r in f.requests() if r["method"] == "GET" and r["path"] == "/mcp"]
+    gets = [r for r in f.requests() if r["method"] == "GET" and r["path"] == "/mcp"
+            and "last-event-id" in {k.lower() for k in r["headers"]}]  # (not the standalone GET)
     assert len(gets) == 1 and gets[0]["headers"]["last-event-id"], gets
     assert gets[0]["headers"]["accept"] == "text/event-stream"
     c.send(tid, 'call tool echo {"message":"still fine"}')

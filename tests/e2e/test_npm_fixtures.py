@@ -38,7 +38,7 @@ SETUP_HINT = "run the setup first: scripts/deps.sh (it runs `npm ci` at the repo
 
 FIXTURE_TOOLS = {
     "widget_text", "widget_blob", "mcp_app", "broken_widget", "no_widget_key", "bad_root",
-    "fails", "slow", "crash", "image", "resource_link",
+    "fails", "slow", "crash", "image", "resource_link", "ask_user",
 }
 
 
@@ -101,6 +101,10 @@ class StdioMcp:
         self.notifications = []
         self.bad_lines = []
         self.next_id = 1
+        # a server->client request: on_request(msg) returns the response's "result" (or a
+        # dict with "error"); None answers -32601, as does the default
+        self.on_request = None
+        self.server_requests = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -151,9 +155,16 @@ class StdioMcp:
             if m is None:
                 raise EOFError(f"server closed stdout during {method}; stderr:\n{self.stderr_tail()}")
             assert m.get("jsonrpc") == "2.0", m
-            if "method" in m and "id" in m:  # a server->client request: we implement none
-                self.send({"jsonrpc": "2.0", "id": m["id"],
-                           "error": {"code": -32601, "message": "Method not found"}})
+            if "method" in m and "id" in m:  # a server->client request
+                self.server_requests.append(m)
+                res = self.on_request(m) if self.on_request else None
+                if res is None:
+                    self.send({"jsonrpc": "2.0", "id": m["id"],
+                               "error": {"code": -32601, "message": "Method not found"}})
+                elif "error" in res:
+                    self.send({"jsonrpc": "2.0", "id": m["id"], "error": res["error"]})
+                else:
+                    self.send({"jsonrpc": "2.0", "id": m["id"], "result": res})
             elif "method" in m:
                 self.notifications.append(m)
             elif m.get("id") == rid:
@@ -167,8 +178,8 @@ class StdioMcp:
         assert "result" in m, f"{method}: {m}"
         return m["result"]
 
-    def handshake(self):
-        res = self.result("initialize", {"protocolVersion": PROTOCOL, "capabilities": {},
+    def handshake(self, capabilities=None):
+        res = self.result("initialize", {"protocolVersion": PROTOCOL, "capabilities": capabilities or {},
                                          "clientInfo": {"name": "chatkitd-tests", "version": "0.0.1"}})
         assert res["protocolVersion"] == PROTOCOL, res
         self.notify("notifications/initialized")
@@ -272,8 +283,8 @@ def test_widgets_handshake_and_paginated_tools_list(tmp_path):
                 break
             assert isinstance(cursor, str) and cursor
             assert len(pages) < 20, "tools/list never ends"
-        assert len(pages) == 4, [len(p["tools"]) for p in pages]  # 3 + 3 + 3 + 2
-        assert [len(p["tools"]) for p in pages] == [3, 3, 3, 2]
+        assert len(pages) == 4, [len(p["tools"]) for p in pages]  # 3 + 3 + 3 + 3
+        assert [len(p["tools"]) for p in pages] == [3, 3, 3, 3]
         assert len(names) == len(set(names))
         assert set(names) == FIXTURE_TOOLS
         by_name = {t["name"]: t for p in pages for t in p["tools"]}
@@ -413,6 +424,53 @@ def test_resource_link(widgets):
         {"type": "resource_link", "uri": "test://fixtures/readme.txt", "name": "readme.txt",
          "title": "Fixture readme", "description": "A linked resource (not embedded)",
          "mimeType": "text/plain"}]}
+
+
+def test_ask_user_elicitation(tmp_path):
+    """ask_user sends elicitation/create (form mode) during the call and returns the answer."""
+    c = start_widgets(tmp_path, "ask")
+    try:
+        c.handshake({"elicitation": {}})  # {} = form mode only
+        answers = []
+        c.on_request = lambda m: answers.pop(0) if m["method"] == "elicitation/create" else None
+
+        answers.append({"action": "accept", "content": {"vip": True, "name": "Ada", "size": "M", "age": 36}})
+        res = c.call("ask_user")
+        assert res == {"content": [text_block('accept: {"age":36,"name":"Ada","size":"M","vip":true}')]}, res
+        req = c.server_requests[-1]
+        assert req["method"] == "elicitation/create"
+        p = req["params"]
+        assert p["mode"] == "form" and p["message"] == "Who are you?", p
+        schema = p["requestedSchema"]
+        assert schema["type"] == "object" and schema["required"] == ["name"], schema
+        props = schema["properties"]
+        assert {k: v["type"] for k, v in props.items()} == {
+            "name": "string", "age": "integer", "vip": "boolean", "size": "string"}
+        assert props["size"]["enum"] == ["S", "M", "L"]
+
+        answers.append({"action": "accept", "content": {"name": "Bo"}})
+        assert c.call("ask_user") == {"content": [text_block('accept: {"name":"Bo"}')]}
+        answers.append({"action": "decline"})
+        assert c.call("ask_user") == {"content": [text_block("decline")]}
+        answers.append({"action": "cancel"})
+        assert c.call("ask_user") == {"content": [text_block("cancel")]}
+        # the SDK checks accepted content against the schema (name is required)
+        answers.append({"action": "accept", "content": {"age": 3}})
+        res = c.call("ask_user")
+        assert res["isError"] is True and "does not match requested schema" in res["content"][0]["text"], res
+        # an error answer (what a client does for a mode it did not declare) fails the call
+        answers.append({"error": {"code": -32602, "message": "Unsupported elicitation mode"}})
+        res = c.call("ask_user")
+        assert res["isError"] is True and "-32602" in res["content"][0]["text"], res
+        assert len(c.server_requests) == 6
+    finally:
+        assert c.stop() == 0
+
+
+def test_ask_user_without_capability(widgets):
+    # the module's client declared no elicitation: the SDK refuses to ask (a tool error)
+    res = widgets.call("ask_user")
+    assert res["isError"] is True and "elicitation" in res["content"][0]["text"], res
 
 
 def test_crash_mid_call(tmp_path):

@@ -147,10 +147,18 @@ typedef struct cr {
     char text[20000];
     char err[512];
     long long count; /* structuredContent.count */
+    char elicit_actions[128]; /* structuredContent.elicit, compact JSON */
     char fail[256];  /* the first broken rule */
+    /* elicitation */
+    int elicits;
+    mcp_elicit *e; /* the last one, until the test responds */
+    char emsg[128];
+    int schema_ok;
     /* behaviour */
     int cancel_on_progress;
     int free_server_on_done;
+    const char *respond_in_cb; /* answer from inside on_elicit */
+    int cancel_on_elicit;      /* mcp_call_cancel from inside on_elicit */
 } cr;
 
 static void cr_fail(cr *r, const char *what)
@@ -197,8 +205,13 @@ static void cb_done(void *ud, const json_t *result, const char *err)
         const char *s = json_string_value(json_object_get(c0, "text"));
         snprintf(r->text, sizeof r->text, "%s", s ? s : "");
         r->is_error = json_is_true(json_object_get(result, "isError"));
-        r->count = json_integer_value(
-            json_object_get(json_object_get(result, "structuredContent"), "count"));
+        const json_t *sc = json_object_get(result, "structuredContent");
+        r->count = json_integer_value(json_object_get(sc, "count"));
+        char *ea = json_object_get(sc, "elicit") ? json_dumps(json_object_get(sc, "elicit"),
+                                                              JSON_COMPACT)
+                                                 : NULL;
+        snprintf(r->elicit_actions, sizeof r->elicit_actions, "%s", ea ? ea : "");
+        free(ea);
     }
     mcp_call_cancel(r->c); /* a no-op from inside on_done */
     if (r->free_server_on_done) {
@@ -207,12 +220,52 @@ static void cb_done(void *ud, const json_t *result, const char *err)
     }
 }
 
-static const mcp_call_cb CB = {cb_progress, cb_done};
+static void cb_elicit(void *ud, mcp_elicit *e, const char *message, const json_t *schema)
+{
+    cr *r = ud;
+    r->elicits++;
+    r->inside |= in_api;
+    if (r->done)
+        cr_fail(r, "elicitation after done");
+    if (r->e)
+        cr_fail(r, "a second elicitation while one is outstanding");
+    snprintf(r->emsg, sizeof r->emsg, "%s", message ? message : "(null)");
+    const json_t *props = json_object_get(schema, "properties");
+    r->schema_ok =
+        json_is_object(json_object_get(props, "name")) &&
+        !strcmp(json_string_value(json_object_get(json_object_get(props, "age"), "type")),
+                "integer") &&
+        json_is_object(json_object_get(props, "vip")) &&
+        json_array_size(json_object_get(json_object_get(props, "size"), "enum")) == 3 &&
+        !strcmp(json_string_value(json_array_get(json_object_get(schema, "required"), 0)), "name");
+    r->e = e;
+    if (r->cancel_on_elicit) {
+        mcp_call_cancel(r->c);
+        r->cancelled = 1;
+    }
+    if (r->respond_in_cb) {
+        mcp_elicit_respond(e, r->respond_in_cb, NULL);
+        r->e = NULL;
+    }
+}
+
+static const mcp_call_cb CB = {cb_progress, cb_done, NULL};
+static const mcp_call_cb ECB = {cb_progress, cb_done, cb_elicit};
 
 static void cr_init(cr *r, tctx *t)
 {
     memset(r, 0, sizeof *r);
     r->t = t;
+}
+
+static mcp_call *call_cb(tctx *t, cr *r, const char *tool, const char *args_json,
+                         const mcp_call_cb *cb)
+{
+    json_t *a = args_json ? json_loads(args_json, 0, NULL) : NULL;
+    API(r->c = mcp_call_tool(t->s, tool, a, cb, r));
+    json_decref(a);
+    assert_non_null(r->c);
+    return r->c;
 }
 
 static mcp_call *call(tctx *t, cr *r, const char *tool, const char *args_json)
@@ -296,9 +349,9 @@ static void test_ready_and_list(void **state)
     wait_ready(&t, &r);
     assert_int_equal(r.rc, 0);
     const json_t *tools = mcp_server_tools(t.s);
-    assert_int_equal(json_array_size(tools), 7); /* two pages */
-    const char *names[] = {"echo", "slow", "crash", "cancelled_count", "big", "env", "argv"};
-    for (size_t i = 0; i < 7; i++)
+    assert_int_equal(json_array_size(tools), 8); /* two pages */
+    const char *names[] = {"echo", "slow", "crash", "cancelled_count", "big", "env", "argv", "ask"};
+    for (size_t i = 0; i < 8; i++)
         assert_string_equal(json_string_value(json_object_get(json_array_get(tools, i), "name")),
                             names[i]);
     assert_non_null(json_object_get(json_array_get(tools, 0), "inputSchema"));
@@ -516,9 +569,9 @@ static void test_list_changed(void **state)
     rd r;
     wait_ready(&t, &r);
     assert_int_equal(r.rc, 0);
-    assert_int_equal(r.ntools, 7); /* ready with the first complete list */
-    RUN_UNTIL(&t, json_array_size(mcp_server_tools(t.s)) == 8, 5000);
-    assert_int_equal(json_array_size(mcp_server_tools(t.s)), 8);
+    assert_int_equal(r.ntools, 8); /* ready with the first complete list */
+    RUN_UNTIL(&t, json_array_size(mcp_server_tools(t.s)) == 9, 5000);
+    assert_int_equal(json_array_size(mcp_server_tools(t.s)), 9);
     assert_true(has_tool(mcp_server_tools(t.s), "added_later"));
     assert_true(has_tool(mcp_server_tools(t.s), "echo"));
     tctx_fini(&t);
@@ -713,6 +766,204 @@ static void test_stop_sigterm(void **state)
     assert_int_equal(uv_loop_close(&t.loop), 0);
 }
 
+/* ---- elicitation ---- */
+
+/* Starts "ask" (args) with on_elicit and waits for the elicitation. */
+static void ask(tctx *t, cr *r, const char *args)
+{
+    call_cb(t, r, "ask", args, &ECB);
+    assert_int_equal(r->elicits, 0); /* never inside the call */
+    RUN_UNTIL(t, r->elicits, 5000);
+    if (r->fail[0])
+        fail_msg("%s", r->fail);
+    assert_int_equal(r->elicits, 1);
+    assert_int_equal(r->inside, 0);
+    assert_string_equal(r->emsg, "Who are you?");
+    assert_true(r->schema_ok);
+}
+
+static void finish_wait(tctx *t, cr *r)
+{
+    RUN_UNTIL(t, r->done, 5000);
+    if (r->fail[0])
+        fail_msg("%s", r->fail);
+    assert_int_equal(r->done, 1);
+    assert_int_equal(r->inside, 0);
+}
+
+static void test_elicit_answers(void **state)
+{
+    tctx t;
+    tctx_init(&t);
+    server(&t, "--no-list-changed", NULL);
+    rd rr;
+    wait_ready(&t, &rr);
+
+    /* accept with content: the call waits for the answer */
+    cr r;
+    cr_init(&r, &t);
+    ask(&t, &r, NULL);
+    run_for(&t, 100);
+    assert_int_equal(r.done, 0);
+    assert_int_equal(mcp_server_busy(t.s), 1);
+    json_t *content = json_loads("{\"name\":\"Ada\",\"age\":36,\"vip\":true,\"size\":\"M\"}", 0, NULL);
+    API(mcp_elicit_respond(r.e, "accept", content));
+    json_decref(content);
+    r.e = NULL;
+    finish_wait(&t, &r);
+    assert_string_equal(r.err, "");
+    assert_string_equal(r.text, "accept: {\"age\":36,\"name\":\"Ada\",\"size\":\"M\",\"vip\":true}");
+
+    /* decline (content is not sent), cancel */
+    cr_init(&r, &t);
+    ask(&t, &r, NULL);
+    json_t *junk = json_loads("{\"name\":\"no\"}", 0, NULL);
+    API(mcp_elicit_respond(r.e, "decline", junk));
+    json_decref(junk);
+    r.e = NULL;
+    finish_wait(&t, &r);
+    assert_string_equal(r.text, "decline");
+    cr_init(&r, &t);
+    ask(&t, &r, NULL);
+    API(mcp_elicit_respond(r.e, "cancel", NULL));
+    r.e = NULL;
+    finish_wait(&t, &r);
+    assert_string_equal(r.text, "cancel");
+
+    /* answered from inside on_elicit; a request without related-request-id goes to the
+     * most recent call in flight */
+    cr_init(&r, &t);
+    r.respond_in_cb = "decline";
+    call_cb(&t, &r, "ask", "{\"no_related\":true}", &ECB);
+    finish_wait(&t, &r);
+    assert_int_equal(r.elicits, 1);
+    assert_string_equal(r.text, "decline");
+
+    /* without on_elicit: declined at once */
+    cr_init(&r, &t);
+    call_wait(&t, &r, "ask", NULL, 5000);
+    assert_string_equal(r.text, "decline");
+    /* a mode we did not declare (url): -32602 */
+    cr_init(&r, &t);
+    call_cb(&t, &r, "ask", "{\"mode\":\"url\"}", &ECB);
+    finish_wait(&t, &r);
+    assert_int_equal(r.elicits, 0);
+    assert_string_equal(r.text, "error -32602");
+    assert_int_equal(mcp_server_busy(t.s), 0);
+    tctx_fini(&t);
+}
+
+static void test_elicit_cancelled(void **state)
+{
+    tctx t;
+    tctx_init(&t);
+    server(&t, "--no-list-changed", NULL);
+    rd rr;
+    wait_ready(&t, &rr);
+    /* the call is cancelled while the user is asked: the server gets "cancel", then
+     * notifications/cancelled; a later respond only frees */
+    cr r;
+    cr_init(&r, &t);
+    ask(&t, &r, NULL);
+    mcp_call_cancel(r.c);
+    r.cancelled = 1;
+    assert_int_equal(mcp_server_busy(t.s), 0);
+    run_for(&t, 200);
+    API(mcp_elicit_respond(r.e, "accept", NULL));
+    r.e = NULL;
+    run_for(&t, 100);
+    if (r.fail[0])
+        fail_msg("%s", r.fail);
+    assert_int_equal(r.done, 0);
+    /* cancelled from inside on_elicit */
+    cr r1;
+    cr_init(&r1, &t);
+    r1.cancel_on_elicit = 1;
+    call_cb(&t, &r1, "ask", NULL, &ECB);
+    RUN_UNTIL(&t, r1.elicits, 5000);
+    assert_non_null(r1.e);
+    run_for(&t, 100);
+    mcp_elicit_respond(r1.e, "decline", NULL);
+    r1.e = NULL;
+    assert_int_equal(r1.done, 0);
+
+    cr r2;
+    cr_init(&r2, &t);
+    call_wait(&t, &r2, "cancelled_count", NULL, 5000);
+    assert_int_equal(r2.count, 2);
+    assert_string_equal(r2.elicit_actions, "[\"cancel\",\"cancel\"]");
+
+    /* the server is freed while the user is asked: respond only frees */
+    cr r3;
+    cr_init(&r3, &t);
+    ask(&t, &r3, NULL);
+    mcp_server_free(t.s); /* and the server goes: respond after it only frees too */
+    t.s = NULL;
+    mcp_elicit_respond(r3.e, "accept", NULL);
+    r3.e = NULL;
+    tctx_fini(&t);
+    assert_int_equal(r3.done, 0);
+}
+
+static void test_elicit_crash(void **state)
+{
+    tctx t;
+    tctx_init(&t);
+    server(&t, "--no-list-changed", NULL);
+    cr r;
+    cr_init(&r, &t);
+    ask(&t, &r, "{\"crash\":true}");
+    finish_wait(&t, &r);
+    assert_non_null(strstr(r.err, "stopped"));
+    assert_non_null(r.e);
+    run_for(&t, 50);
+    /* the next call starts it again; the old elicitation is not answered on the new one */
+    cr r2;
+    cr_init(&r2, &t);
+    call_wait(&t, &r2, "cancelled_count", NULL, 5000);
+    API(mcp_elicit_respond(r.e, "accept", NULL));
+    r.e = NULL;
+    cr r3;
+    cr_init(&r3, &t);
+    call_wait(&t, &r3, "cancelled_count", NULL, 5000);
+    assert_string_equal(r3.elicit_actions, "[]");
+    tctx_fini(&t);
+}
+
+static void test_elicit_no_timeout(void **state)
+{
+    tctx t;
+    tctx_init(&t);
+    mcp_server_config c = {.call_timeout_ms = 300};
+    server(&t, "--no-list-changed", &c);
+    rd rr;
+    wait_ready(&t, &rr);
+    cr r;
+    cr_init(&r, &t);
+    ask(&t, &r, NULL);
+    run_for(&t, 900); /* three call timeouts: the call waits for the user */
+    assert_int_equal(r.done, 0);
+    json_t *content = json_loads("{\"name\":\"Bo\"}", 0, NULL);
+    API(mcp_elicit_respond(r.e, "accept", content));
+    json_decref(content);
+    r.e = NULL;
+    finish_wait(&t, &r);
+    assert_string_equal(r.err, "");
+    assert_string_equal(r.text, "accept: {\"name\":\"Bo\"}");
+
+    /* after the answer the timeout runs again (afresh): a server that then stalls times out */
+    cr s2;
+    cr_init(&s2, &t);
+    s2.respond_in_cb = "accept";
+    call_cb(&t, &s2, "ask", "{\"stall\":true}", &ECB);
+    long long t0 = now_ms();
+    finish_wait(&t, &s2);
+    assert_true(now_ms() - t0 < 1500);
+    assert_int_equal(s2.elicits, 1);
+    assert_non_null(strstr(s2.err, "did not answer within 0.3 s"));
+    tctx_fini(&t);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -732,6 +983,8 @@ int main(void)
         cmocka_unit_test(test_spawn_failure),   cmocka_unit_test(test_max_message),
         cmocka_unit_test(test_env_and_argv),    cmocka_unit_test(test_stderr_logged),
         cmocka_unit_test(test_list_error),      cmocka_unit_test(test_stop_sigterm),
+        cmocka_unit_test(test_elicit_answers),  cmocka_unit_test(test_elicit_cancelled),
+        cmocka_unit_test(test_elicit_crash),    cmocka_unit_test(test_elicit_no_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
