@@ -114,6 +114,8 @@ struct http_tp {
     size_t init_len;
     json_t *init_id;
     int reiniting;
+    int announcing; /* notifications/initialized is on its way: requests wait for it (each
+                     * message is its own POST, so the server could see them first) */
     post *posts;
     unsigned nposts;
     fetch *del;
@@ -561,6 +563,7 @@ static void on_done(void *ud, int rc, long status, const char *message)
     p->f = NULL; /* fetch frees it after this callback */
     if (p->releases) {
         p->releases = 0;
+        t->announcing = 0;
         release_held(t);
     }
     LOGD(NULL, "mcp http post done", "server=\"%s\" method=\"%s\" status=%ld rc=%d%s",
@@ -1010,12 +1013,14 @@ static int tp_send(mcp_transport *base, const json_t *msg)
     p->next = t->posts;
     t->posts = p;
     t->nposts++;
-    if (t->reiniting && !p->init) {
-        p->held = 1; /* goes out with the new session */
+    if ((t->reiniting || t->announcing) && !p->init) {
+        p->held = 1; /* goes out with the new session, after notifications/initialized */
         return 0;
     }
     int rc = post_fetch(t, p);
     if (rc == 0 && p->kind == K_NOTIFICATION && !strcmp(method, "notifications/initialized")) {
+        p->releases = 1;
+        t->announcing = 1;
         t->gs_fails = 0;
         gs_schedule(t, 0); /* the session is up: the GET stream, from the loop */
     }
