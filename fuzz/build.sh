@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds the libFuzzer harnesses (ASan/UBSan) and runs each for N seconds (default 60).
-# Usage: fuzz/build.sh [seconds] [http|protocol|sse|llm|all]   (default: 60 all; 0 seconds =
-# build only)
+# Usage: fuzz/build.sh [seconds] [http|protocol|sse|llm|multipart|all]   (default: 60 all;
+# 0 seconds = build only)
 #   http      fuzz_http.c: the HTTP parser/server (corpus fuzz/corpus-http/)
 #   protocol  fuzz_protocol.c: request bodies through ck_handle, the async store on SQLite and the
 #             demo model (corpus fuzz/corpus-protocol/, seeds fuzz/seeds-protocol/)
@@ -9,8 +9,10 @@
 #             fuzz/corpus-sse/)
 #   llm       fuzz_llm.c: the upstream stream decoders (Chat Completions, Responses, Anthropic)
 #             behind the SSE parser, base64, the request body builders (corpus fuzz/corpus-llm/)
+#   multipart fuzz_multipart.c: the multipart/form-data upload parser, whole vs cut feeds
+#             (corpus fuzz/corpus-multipart/)
 # Corpora are git-ignored; crashes land in fuzz/crash-* (http), fuzz/crash-protocol-*,
-# fuzz/crash-sse-* and fuzz/crash-llm-*.
+# fuzz/crash-sse-*, fuzz/crash-llm-* and fuzz/crash-multipart-*.
 # Extra libFuzzer flags can be passed in FUZZ_FLAGS (e.g. FUZZ_FLAGS=-jobs=2).
 set -eu
 cd "$(dirname "$0")/.."
@@ -18,8 +20,8 @@ secs=${1:-60}
 which=${2:-all}
 out=build-fuzz
 case "$which" in
-http | protocol | sse | llm | all) ;;
-*) echo "usage: $0 [seconds] [http|protocol|sse|llm|all]" >&2; exit 2 ;;
+http | protocol | sse | llm | multipart | all) ;;
+*) echo "usage: $0 [seconds] [http|protocol|sse|llm|multipart|all]" >&2; exit 2 ;;
 esac
 mkdir -p "$out"
 
@@ -407,14 +409,47 @@ run_llm() {
         -artifact_prefix=fuzz/crash-llm- ${FUZZ_FLAGS:-} fuzz/corpus-llm
 }
 
+build_multipart() {
+    # shellcheck disable=SC2086
+    clang $CFLAGS fuzz/fuzz_multipart.c src/files/multipart.c -o "$out/fuzz_multipart"
+
+    # seeds (see fuzz_multipart.c): byte 0 = piece size - 1 (bits 0-5), tight limits (bit 6),
+    # stopping callbacks (bit 7); then a body with boundary "bnd". Written when missing.
+    mkdir -p fuzz/corpus-multipart
+    seed() { [ -e "fuzz/corpus-multipart/$1" ] || printf '%b' "$2" > "fuzz/corpus-multipart/$1"; }
+    cd='Content-Disposition: form-data; name='
+    seed chrome '\004--bnd\r\n'"$cd"'"thread_id"\r\n\r\nthr_1\r\n--bnd\r\n'"$cd"'"file"; filename="a.bin"\r\nContent-Type: application/octet-stream\r\n\r\n\0\r\n--bn\r\n-\r\r\n--bndx\n--bnd\r--\r\n--bnd--\r\n'
+    seed firefox '\002--bnd\r\n'"$cd"'"text"\r\n\r\ntext default\r\n--bnd\r\n'"$cd"'"file2"; filename=""\r\nContent-Type: application/octet-stream\r\n\r\n\r\n--bnd--'
+    seed names '\011--bnd  \r\n'"$cd"'f; filename="a \\"q\\" \\\\ C:\\\\x"; filename*=UTF-8'"''"'%e2%82%ac.txt\r\nContent-Type:\r\n\r\nx\r\n--bnd\r\ncontent-disposition: form-data;\r\n\tNAME="g"; filename*=ISO-8859-1'"''"'%A3\r\n\r\n\r\n--bnd--epilogue'
+    seed preamble '\077junk --bnd\r\n\r--bnd\n--bnd\r\n-\r\n--bnd\t\r\n'"$cd"'a\r\n\r\n1\r\n--bnd--'
+    seed tight '\100pre\r\n--bnd\r\n'"$cd"'a\r\n\r\n\r\n--bnd\r\n'"$cd"'b\r\n\r\n\r\n--bnd\r\n'"$cd"'c\r\n\r\n\r\n--bnd\r\n'"$cd"'d\r\n\r\n\r\n--bnd--'
+    seed stop '\201--bnd\r\n'"$cd"'a; filename="!x"\r\n\r\nv\r\n--bnd\r\n'"$cd"'"!b"\r\n\r\n\r\n--bnd--'
+    seed bad '\003--bnd\r\n'"$cd"'f\r\nno colon\r\n\r\n\r\n--bnd--'
+    seed truncated '\000--bnd\r\n'"$cd"'f\r\n\r\nabc\r\n--bn'
+    printf '"%s"\n' '\x0d\x0a--bnd' '--bnd' '--bnd--' '\x0d\x0a\x0d\x0a' \
+        'Content-Disposition: form-data; name=' 'Content-Disposition: ' 'form-data' 'Content-Type: ' \
+        '; filename=' '; filename*=' 'UTF-8'"''" 'ISO-8859-1'"''" '%e2%82%ac' '%00' \
+        'name=' '\x0d' '\x0a' '\x09' > "$out/multipart.dict"
+    cat >> "$out/multipart.dict" <<'DICT'
+"\\\""
+"\\\\"
+DICT
+}
+
+run_multipart() {
+    # shellcheck disable=SC2086
+    "$out/fuzz_multipart" -max_total_time="$secs" -max_len=4096 -dict="$out/multipart.dict" \
+        -artifact_prefix=fuzz/crash-multipart- ${FUZZ_FLAGS:-} fuzz/corpus-multipart
+}
+
 # one target per statement: inside an && list set -e would be off in the functions, and a
 # failed build would go unnoticed
 case "$which" in
-all) build_http; build_protocol; build_sse; build_llm ;;
+all) build_http; build_protocol; build_sse; build_llm; build_multipart ;;
 *) "build_$which" ;;
 esac
 [ "$secs" -gt 0 ] || exit 0
 case "$which" in
-all) run_http; run_protocol; run_sse; run_llm ;;
+all) run_http; run_protocol; run_sse; run_llm; run_multipart ;;
 *) "run_$which" ;;
 esac
