@@ -165,6 +165,15 @@ static void compact(json_t *msgs)
     }
 }
 
+static json_t *messages_tool(json_t *name, json_t *desc, json_t *params)
+{
+    json_t *tool = json_pack("{s:O,s:o}", "name", name, "input_schema", params);
+    if (json_string_length(desc))
+        json_object_set(tool, "description", desc);
+    json_decref(desc);
+    return tool;
+}
+
 char *ant_body(const llm_request *req)
 {
     const char *tool_choice = req->tool_choice;
@@ -191,24 +200,10 @@ char *ant_body(const llm_request *req)
         json_object_set_new(body, "system", json_stringn(sys.data, sys.len));
     buf_free(&sys);
     if (json_array_size(req->tools)) {
-        json_t *tools = json_array();
-        json_t *t;
-        json_array_foreach(req->tools, i, t)
-        {
-            json_t *name = json_object_get(t, "name");
-            json_t *desc = json_object_get(t, "description");
-            json_t *params = json_object_get(t, "parameters");
-            if (!json_is_string(name)) {
-                json_decref(tools);
-                json_decref(body);
-                return NULL;
-            }
-            json_t *tool = json_pack("{s:O,s:o}", "name", name, "input_schema",
-                                     json_is_object(params) ? json_incref(params)
-                                                            : json_pack("{s:s}", "type", "object"));
-            if (json_is_string(desc) && json_string_length(desc))
-                json_object_set(tool, "description", desc);
-            json_array_append_new(tools, tool);
+        json_t *tools = llm_map_tools(req->tools, messages_tool);
+        if (!tools) {
+            json_decref(body);
+            return NULL;
         }
         json_object_set_new(body, "tools", tools);
         if (tool_choice)

@@ -207,3 +207,24 @@ void llm_append_images(json_t *out, json_t *images,
             json_array_append_new(out, image(mime, data));
     }
 }
+
+json_t *llm_map_tools(json_t *tools, json_t *(*one)(json_t *name, json_t *desc, json_t *params))
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *t;
+    json_array_foreach(tools, i, t)
+    {
+        json_t *name = json_object_get(t, "name");
+        json_t *desc = json_object_get(t, "description");
+        json_t *params = json_object_get(t, "parameters");
+        if (!json_is_string(name)) {
+            json_decref(out);
+            return NULL;
+        }
+        json_array_append_new(out, one(name, json_is_string(desc) ? json_incref(desc) : json_string(""),
+                                       json_is_object(params) ? json_incref(params)
+                                                              : json_pack("{s:s}", "type", "object")));
+    }
+    return out;
+}

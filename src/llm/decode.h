@@ -78,6 +78,12 @@ int llm_dec_end(llm_dec *d, const char *id_prefix, const char **err);
 json_t *llm_map_parts(json_t *content, json_t *(*text)(json_t *text),
                       json_t *(*image)(const char *mime, const char *data));
 
+/* Request side: the neutral tools ([{name, description?, parameters?}]) in a format's shape:
+ * one(name, description (a string, "" when absent), parameters (an object schema, {"type":
+ * "object"} when absent)) builds each; both values are new references for one to keep or
+ * release. Returns a new array, or NULL when a tool has no string name. */
+json_t *llm_map_tools(json_t *tools, json_t *(*one)(json_t *name, json_t *desc, json_t *params));
+
 /* Appends image(mime, data) to out for each {"mime_type","data"} of images (a tool message's
  * "images"; malformed entries are skipped). */
 void llm_append_images(json_t *out, json_t *images,

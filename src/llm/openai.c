@@ -74,6 +74,12 @@ static json_t *chat_message(json_t *m)
     return out;
 }
 
+static json_t *chat_tool(json_t *name, json_t *desc, json_t *params)
+{
+    return json_pack("{s:s,s:{s:O,s:o,s:o}}", "type", "function", "function", "name", name,
+                     "description", desc, "parameters", params);
+}
+
 char *oai_chat_body(const llm_request *req)
 {
     const char *tool_choice = req->tool_choice;
@@ -105,25 +111,10 @@ char *oai_chat_body(const llm_request *req)
     json_t *body = json_pack("{s:s,s:o,s:b,s:{s:b}}", "model", req->model, "messages", msgs,
                              "stream", 1, "stream_options", "include_usage", 1);
     if (json_array_size(req->tools)) {
-        json_t *tools = json_array();
-        json_t *t;
-        json_array_foreach(req->tools, i, t)
-        {
-            json_t *name = json_object_get(t, "name");
-            json_t *desc = json_object_get(t, "description");
-            json_t *params = json_object_get(t, "parameters");
-            if (!json_is_string(name)) {
-                json_decref(tools);
-                json_decref(body);
-                return NULL;
-            }
-            json_array_append_new(
-                tools, json_pack("{s:s,s:{s:O,s:o,s:o}}", "type", "function", "function", "name",
-                                 name, "description",
-                                 json_is_string(desc) ? json_incref(desc) : json_string(""),
-                                 "parameters",
-                                 json_is_object(params) ? json_incref(params)
-                                                        : json_pack("{s:s}", "type", "object")));
+        json_t *tools = llm_map_tools(req->tools, chat_tool);
+        if (!tools) {
+            json_decref(body);
+            return NULL;
         }
         json_object_set_new(body, "tools", tools);
         if (tool_choice)

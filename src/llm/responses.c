@@ -101,29 +101,11 @@ static int add_message(json_t *in, buf *instr, json_t *m)
     return 0;
 }
 
-/* neutral tools -> flat Responses function tools; NULL on a tool without a name */
-static json_t *flat_tools(json_t *tools)
+/* a neutral tool as a flat Responses function tool */
+static json_t *flat_tool(json_t *name, json_t *desc, json_t *params)
 {
-    json_t *out = json_array();
-    size_t i;
-    json_t *t;
-    json_array_foreach(tools, i, t)
-    {
-        json_t *name = json_object_get(t, "name");
-        json_t *desc = json_object_get(t, "description");
-        json_t *params = json_object_get(t, "parameters");
-        if (!json_is_string(name)) {
-            json_decref(out);
-            return NULL;
-        }
-        json_array_append_new(
-            out, json_pack("{s:s,s:O,s:o,s:o,s:b}", "type", "function", "name", name, "description",
-                           json_is_string(desc) ? json_incref(desc) : json_string(""), "parameters",
-                           json_is_object(params) ? json_incref(params)
-                                                  : json_pack("{s:s}", "type", "object"),
-                           "strict", 0));
-    }
-    return out;
+    return json_pack("{s:s,s:O,s:o,s:o,s:b}", "type", "function", "name", name, "description",
+                     desc, "parameters", params, "strict", 0);
 }
 
 char *rsp_body(const llm_request *req)
@@ -149,7 +131,7 @@ char *rsp_body(const llm_request *req)
     json_object_set_new(body, "input", in);
     in = NULL;
     if (json_array_size(req->tools)) {
-        json_t *tools = flat_tools(req->tools);
+        json_t *tools = llm_map_tools(req->tools, flat_tool);
         if (!tools)
             goto fail;
         json_object_set_new(body, "tools", tools);
