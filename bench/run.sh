@@ -162,7 +162,7 @@ start_server() {
     local dir=$1
     shift
     SERVER_LOG="$dir.server.log"
-    env CHATKIT_LOG_LEVEL=warn "$@" "$CHATKITD" serve --data-dir "$dir" --listen "127.0.0.1:$PORT" \
+    env CHATKIT_LOG_LEVEL=warn CHATKIT_RATE_LIMIT_RPM=0 CHATKIT_MAX_STREAMS_PER_USER=0 "$@" "$CHATKITD" serve --data-dir "$dir" --listen "127.0.0.1:$PORT" \
         >"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!
     local i code

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds the libFuzzer harnesses (ASan/UBSan) and runs each for N seconds (default 60).
-# Usage: fuzz/build.sh [seconds] [http|protocol|sse|llm|multipart|all]   (default: 60 all;
+# Usage: fuzz/build.sh [seconds] [http|protocol|sse|llm|multipart|sniff|all]   (default: 60 all;
 # 0 seconds = build only)
 #   http      fuzz_http.c: the HTTP parser/server (corpus fuzz/corpus-http/)
 #   protocol  fuzz_protocol.c: request bodies through ck_handle, the async store on SQLite and the
@@ -11,8 +11,10 @@
 #             behind the SSE parser, base64, the request body builders (corpus fuzz/corpus-llm/)
 #   multipart fuzz_multipart.c: the multipart/form-data upload parser, whole vs cut feeds
 #             (corpus fuzz/corpus-multipart/)
+#   sniff     fuzz_sniff.c: the upload content checks (type sniffing, UTF-8, declared-type rules,
+#             stored names, Content-Disposition), whole vs cut feeds (corpus fuzz/corpus-sniff/)
 # Corpora are git-ignored; crashes land in fuzz/crash-* (http), fuzz/crash-protocol-*,
-# fuzz/crash-sse-*, fuzz/crash-llm-* and fuzz/crash-multipart-*.
+# fuzz/crash-sse-*, fuzz/crash-llm-*, fuzz/crash-multipart-* and fuzz/crash-sniff-*.
 # Extra libFuzzer flags can be passed in FUZZ_FLAGS (e.g. FUZZ_FLAGS=-jobs=2).
 set -eu
 cd "$(dirname "$0")/.."
@@ -20,8 +22,8 @@ secs=${1:-60}
 which=${2:-all}
 out=build-fuzz
 case "$which" in
-http | protocol | sse | llm | multipart | all) ;;
-*) echo "usage: $0 [seconds] [http|protocol|sse|llm|multipart|all]" >&2; exit 2 ;;
+http | protocol | sse | llm | multipart | sniff | all) ;;
+*) echo "usage: $0 [seconds] [http|protocol|sse|llm|multipart|sniff|all]" >&2; exit 2 ;;
 esac
 mkdir -p "$out"
 
@@ -56,6 +58,13 @@ build_http() {
         seed expect '\0PUT /n HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nz'
         seed upgrade '\0GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nGET / HTTP/1.1\r\n\r\n'
     fi
+    # streamed bodies and responses (added later: seeded into an existing corpus too)
+    if [ ! -e fuzz/corpus-http/upload ]; then
+        seed upload '\005PUT /u HTTP/1.1\r\nContent-Length: 12\r\n\r\nhello, world'
+        seed upchunk '\003POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET /d HTTP/1.1\r\n\r\n'
+        seed reject '\0POST /r HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcdeGET /d?s HTTP/1.1\r\n\r\n'
+        seed download '\0HEAD /d HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\n\r\nGET /d?s HTTP/1.1\r\n\r\n'
+    fi
     cat > "$out/http.dict" <<'DICT'
 "GET "
 "POST "
@@ -86,6 +95,13 @@ build_http() {
 "/a"
 "/q?a="
 "%2"
+"/u"
+"/r"
+"/d"
+"/d?s"
+"Access-Control-Request-Method: "
+"Access-Control-Request-Headers: "
+"If-None-Match: "
 DICT
 }
 
@@ -442,14 +458,88 @@ run_multipart() {
         -artifact_prefix=fuzz/crash-multipart- ${FUZZ_FLAGS:-} fuzz/corpus-multipart
 }
 
+build_sniff() {
+    # shellcheck disable=SC2086
+    clang $CFLAGS fuzz/fuzz_sniff.c src/files/sniff.c -o "$out/fuzz_sniff"
+
+    # seeds (see fuzz_sniff.c): byte 0 = piece size - 1 (bits 0-5) and the cut; then the content
+    # (also a name and a declared type up to its first NUL). Octal escapes: dash's printf has
+    # no \x. Written when missing.
+    mkdir -p fuzz/corpus-sniff
+    seed() { [ -e "fuzz/corpus-sniff/$1" ] || printf '%b' "$2" > "fuzz/corpus-sniff/$1"; }
+    z='\0000'
+    seed png '\003\0211PNG\r\n\0032\n'"$z$z$z"'\rIHDR'"$z$z$z"'\0001'
+    seed jpeg '\010\0377\0330\0377\0340'"$z"'\0020JFIF'"$z"
+    seed gif '\001GIF89a\0001'"$z"'\0001'"$z"'\0200'"$z"
+    seed webp '\002RIFF\0032'"$z$z$z"'WEBPVP8L\0015'"$z$z$z"
+    seed bmp '\005BM:'"$z$z$z$z$z$z$z"'6'"$z$z$z"'('"$z$z$z"'\0001'"$z$z$z"
+    seed pdf '\007%PDF-1.7\n%\0342\0343\0317\0323\n1 0 obj\n'
+    seed zip '\011PK\0003\0004\0024'"$z"
+    seed gzip '\012\0037\0213\0010'"$z"
+    seed text '\004h\0303\0251llo \0342\0202\0254 \0360\0237\0230\0200\n\0357\0273\0277'
+    seed badutf8 '\006a\0300\0200b\0355\0240\0200c\0364\0220\0200\0200d\0342\0202'
+    seed path '\000../../etc/pa ss\\wd.txt. '
+    seed winpath '\013C:\\x\\r\0303\0251sum\0303\0251 "q" 100%.txt'
+    seed bidi '\000a\0342\0200\0256txt.exe'
+    seed ctrl '\000a\0001b\0302\0205'
+    seed types '\000IMAGE/PNG'
+    seed svg '\000image/svg+xml'
+    cat > "$out/sniff.dict" <<'DICT'
+"\x89PNG\x0d\x0a\x1a\x0a"
+"\xff\xd8\xff"
+"GIF87a"
+"GIF89a"
+"RIFF"
+"WEBP"
+"VP8L"
+"BM"
+"(\x00\x00\x00"
+"%PDF-"
+"PK\x03\x04"
+"PK\x05\x06"
+"\x1f\x8b"
+"\xef\xbb\xbf"
+"\xc0\x80"
+"\xe0\x9f\xbf"
+"\xed\xa0\x80"
+"\xf0\x8f\xbf\xbf"
+"\xf4\x8f\xbf\xbf"
+"\xf4\x90\x80\x80"
+"\xe2\x80\xae"
+"\xe2\x81\xa6"
+"\xc2\x85"
+"\x00"
+"../"
+"\\"
+"/"
+"."
+" "
+"\x22"
+"%"
+"image/"
+"text/"
+"application/"
+"svg+xml"
+"png"
+"jpeg"
+"octet-stream"
+DICT
+}
+
+run_sniff() {
+    # shellcheck disable=SC2086
+    "$out/fuzz_sniff" -max_total_time="$secs" -max_len=2048 -dict="$out/sniff.dict" \
+        -artifact_prefix=fuzz/crash-sniff- ${FUZZ_FLAGS:-} fuzz/corpus-sniff
+}
+
 # one target per statement: inside an && list set -e would be off in the functions, and a
 # failed build would go unnoticed
 case "$which" in
-all) build_http; build_protocol; build_sse; build_llm; build_multipart ;;
+all) build_http; build_protocol; build_sse; build_llm; build_multipart; build_sniff ;;
 *) "build_$which" ;;
 esac
 [ "$secs" -gt 0 ] || exit 0
 case "$which" in
-all) run_http; run_protocol; run_sse; run_llm; run_multipart ;;
+all) run_http; run_protocol; run_sse; run_llm; run_multipart; run_sniff ;;
 *) "run_$which" ;;
 esac

@@ -105,6 +105,15 @@ static const char *arg(int argc, char **argv, const char *name)
     return NULL;
 }
 
+/* A flag without a value ("--login-url"). */
+static int has_flag(int argc, char **argv, const char *name)
+{
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], name))
+            return 1;
+    return 0;
+}
+
 /* The first argument that is neither a flag nor a flag's value. */
 static const char *positional(int argc, char **argv, int from)
 {
@@ -150,6 +159,29 @@ static int mint_token(store_conn *db, const char *user_id, int64_t ttl_us, char 
     auth_token_hash(token, strlen(token), hash);
     *expires = ttl_us ? ts_now_us() + ttl_us : 0;
     return store_token_create(db, hash, user_id, *expires);
+}
+
+/* A one-time login link for the user (CHATKIT_LOGIN_TTL_S): opening it in a browser sets the
+ * session cookie. */
+static int mint_login_url(const config *cfg, store_conn *db, const char *user_id, char *url,
+                          size_t urllen)
+{
+    char token[AUTH_TOKEN_MAX], hash[AUTH_HASH_HEX];
+    auth_token_new_kind(token, "ckl_");
+    auth_token_hash(token, strlen(token), hash);
+    int rc = store_token_create_kind(db, hash, user_id,
+                                     ts_now_us() + (int64_t)cfg->login_ttl_s * 1000000,
+                                     STORE_TOKEN_LOGIN);
+    if (*cfg->public_url) {
+        size_t n = strlen(cfg->public_url);
+        while (n && cfg->public_url[n - 1] == '/')
+            n--;
+        snprintf(url, urllen, "%.*s/login?token=%s", (int)n, cfg->public_url, token);
+    } else {
+        snprintf(url, urllen, "http://%s/login?token=%s", cfg->listen, token);
+    }
+    memset(token, 0, sizeof token);
+    return rc;
 }
 
 #define PROVIDERS "openai, openai-responses, anthropic, demo"
@@ -449,13 +481,17 @@ static int cmd_demo(const config *cfg, store_conn *db, int json)
         }
         close(fd);
     }
+    char login[600];
+    if ((rc = mint_login_url(cfg, db, u.id, login, sizeof login)))
+        goto out;
     if ((rc = store_commit(db)))
         goto out;
     char url[300];
     snprintf(url, sizeof url, "http://%s/", cfg->listen);
-    print_obj(json_pack("{s:s,s:s,s:s,s:s,s:s}", "account_id", acc.id, "user_id", u.id,
-                        "agent_id", ag.id, "token", token, "url", url),
+    print_obj(json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "account_id", acc.id, "user_id", u.id,
+                        "agent_id", ag.id, "token", token, "url", url, "login_url", login),
               json);
+    memset(login, 0, sizeof login);
     status = 0;
 out:
     if (status) {
@@ -555,13 +591,23 @@ int admin_main(const config *cfg, int argc, char **argv, int json)
         status = cmd_usage(db, argc, argv, json);
     } else if (!strcmp(cmd, "account")) {
         const char *name = positional(argc, argv, 2);
-        if (!name || !*name)
-            status = usage("account create NAME");
+        const char *ext = arg(argc, argv, "--external-id");
+        if (!name || !*name || (ext && !*ext))
+            status = usage("account create NAME [--external-id HOST_ACCOUNT_ID]");
         else {
             store_account a = {0};
             a.name = xstrdup(name);
-            if (!(rc = store_account_create(db, &a)))
-                print_obj(json_pack("{s:s,s:s}", "id", a.id, "name", a.name), json);
+            a.external_id = ext ? xstrdup(ext) : NULL;
+            rc = store_account_create(db, &a);
+            if (rc == STORE_ECONFLICT) {
+                status = fail("an account with this external id exists", ext);
+                rc = 0;
+            } else if (!rc) {
+                json_t *o = json_pack("{s:s,s:s}", "id", a.id, "name", a.name);
+                if (ext)
+                    json_object_set_new(o, "external_id", json_string(ext));
+                print_obj(o, json);
+            }
             store_account_clear(&a);
         }
     } else if (!strcmp(cmd, "user")) {
@@ -635,11 +681,19 @@ int admin_main(const config *cfg, int argc, char **argv, int json)
         const char *ttl = arg(argc, argv, "--ttl");
         int64_t ttl_us = 0, exp = 0;
         store_user u = {0};
-        if (!user || (ttl && parse_ttl(ttl, &ttl_us)))
-            status = usage("token create --user ID [--ttl 30d]");
+        int login = has_flag(argc, argv, "--login-url");
+        if (!user || (ttl && parse_ttl(ttl, &ttl_us)) || (login && ttl))
+            status = usage("token create --user ID [--ttl 30d | --login-url]");
         else if ((rc = store_user_get(db, user, &u)) == STORE_ENOTFOUND) {
             status = fail("no such user", user);
             rc = 0;
+        } else if (!rc && login) {
+            char url[600];
+            if (!(rc = mint_login_url(cfg, db, user, url, sizeof url)))
+                print_obj(json_pack("{s:s,s:s,s:i}", "login_url", url, "user_id", user,
+                                    "expires_in_s", (int)cfg->login_ttl_s),
+                          json);
+            memset(url, 0, sizeof url);
         } else if (!rc) {
             char token[AUTH_TOKEN_MAX];
             if (!(rc = mint_token(db, user, ttl_us, token, &exp))) {

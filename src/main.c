@@ -8,6 +8,7 @@
 
 #include "admin.h"
 #include "chatkit/chatkit.h"
+#include "files/files.h"
 #include "mcp/pool.h"
 #include "run/run.h"
 #include "http/http.h"
@@ -24,7 +25,7 @@ static const char help[] =
     "  serve                                  run the server (default)\n"
     "  migrate                                apply database migrations\n"
     "  config                                 print the effective configuration\n"
-    "  account create NAME\n"
+    "  account create NAME [--external-id HOST_ACCOUNT_ID]\n"
     "  user create --account ID NAME [--external-id X]\n"
     "  agent create --account ID --name NAME [--model default|demo|PROVIDER:MODEL]\n"
     "               [--instructions TEXT | --instructions-file F]\n"
@@ -33,6 +34,7 @@ static const char help[] =
     "               [--forms widget|structured]\n"
     "               (--mcp-env K=V after an --mcp-stdio; --mcp-header 'N: v' after an --mcp-http)\n"
     "  token create --user ID [--ttl 30d]     prints the bearer token once\n"
+    "  token create --user ID --login-url     prints a one-time browser login link\n"
     "  token revoke TOKEN\n"
     "  usage --account ID [--thread ID] [--limit 50]\n"
     "                                         token usage per run, newest first\n"
@@ -66,6 +68,7 @@ static void finish_shutdown(uv_timer_t *t)
         LOGW(NULL, "streams still draining at exit", "streams=%zu", s->app.active.len);
     uv_timer_stop(t);
     uv_close((uv_handle_t *)t, NULL);
+    ck_app_stop(&s->app);
     llm_providers_shutdown();
     run_drop_parked(&s->app);
     mcp_pool_free(s->app.mcp); /* children: stdin closed, then SIGTERM/SIGKILL; the loop waits */
@@ -117,7 +120,15 @@ static int serve(config *cfg)
         free(e);
         return 1;
     }
-    ck_app_init(&s.app, s.loop, cfg, s.st);
+    unsigned char key[32];
+    if (files_prepare(cfg->data_dir, cfg->secret_key, key, err, sizeof err)) {
+        fprintf(stderr, "chatkitd: %s\n", err);
+        store_free(s.st);
+        uv_run(s.loop, UV_RUN_NOWAIT);
+        return 1;
+    }
+    ck_app_init(&s.app, s.loop, cfg, s.st, key);
+    memset(key, 0, sizeof key);
     http_config hc = {
         .max_header = cfg->max_header,
         .max_url = cfg->max_url,
@@ -131,6 +142,8 @@ static int serve(config *cfg)
     };
     s.http = http_server_new(s.loop, &hc, ck_handle, &s.app);
     s.app.http = s.http;
+    /* uploads: the declared size is checked by the handler; multipart framing on top */
+    http_server_stream_bodies(s.http, ck_wants_stream, cfg->upload_max_bytes + 64 * 1024, &s.app);
     char host[64];
     int port;
     config_parse_listen(cfg->listen, host, sizeof host, &port);
@@ -139,6 +152,7 @@ static int serve(config *cfg)
         fprintf(stderr, "chatkitd: cannot listen on %s: %s\n", cfg->listen, uv_strerror(rc));
         http_server_free(s.http);
         store_free(s.st);
+        ck_app_stop(&s.app);
         ck_app_free(&s.app);
         uv_run(s.loop, UV_RUN_NOWAIT);
         return 1;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "auth/access.h"
 #include "http/http.h"
 #include "store/store.h"
 #include "util/buf.h"
@@ -31,6 +32,8 @@ typedef struct ck_auth {
     size_t n_agents;
     uint64_t fetched_ms; /* uv_now at lookup */
     int refs;
+    char via;            /* how the caller proved who they are: 't' bearer token, 'j' JWT,
+                          * 's' session cookie */
 } ck_auth;
 
 typedef struct ck_app {
@@ -42,6 +45,10 @@ typedef struct ck_app {
     map auth_cache;  /* token hash -> ck_auth* */
     struct mcp_pool *mcp; /* the agents' MCP servers */
     map parked;      /* interaction id -> run* waiting for a user's answer to an elicitation */
+    rate_limits rl;  /* per-user request rate and open streams */
+    unsigned char key[32]; /* signs preview URLs (CHATKIT_SECRET_KEY or <data_dir>/secret.key) */
+    uv_timer_t sweep;      /* removes unattached attachments (CHATKIT_CLEANUP_INTERVAL_MS) */
+    int sweeping;
     int shutting_down;
     uint64_t started_ms;
     uint64_t n_requests, n_streams, n_errors;
@@ -49,8 +56,50 @@ typedef struct ck_app {
 
 /* The HTTP handler for every route (http_handler_fn). */
 void ck_handle(http_req *req, void *app);
-void ck_app_init(ck_app *app, uv_loop_t *loop, const config *cfg, store *st);
+/* Which requests stream their body to disk (http_stream_want_fn): the upload routes. */
+int ck_wants_stream(const http_req *req, void *app);
+/* key: the preview-URL signing key (files_secret_key). Starts the attachment sweep timer. */
+void ck_app_init(ck_app *app, uv_loop_t *loop, const config *cfg, store *st,
+                 const unsigned char key[32]);
+/* Stops the sweep timer (its close completes in the next loop run). */
+void ck_app_stop(ck_app *app);
 void ck_app_free(ck_app *app);
+
+/* ---- authentication (authn.c) ---- */
+/* cb gets a reference on success (release with ck_auth_release), or NULL once the request has
+ * been answered: 401 without valid credentials, 403 for a cookie request from a foreign
+ * origin, 429 over the user's rate limit, 503 when shutting down. */
+typedef void (*ck_auth_fn)(ck_app *app, http_req *req, ck_auth *auth, void *ud);
+/* Credentials, in order: "Authorization: Bearer" with an opaque token ("ckt_…") or, when
+ * CHATKIT_JWT_SECRET is set, a JWT; else the session cookie. Results are cached for
+ * CHATKIT_AUTH_CACHE_MS (a JWT's signature and times are checked on every request). */
+void ck_authenticate(ck_app *app, http_req *req, ck_auth_fn cb, void *ud);
+void ck_auth_release(ck_auth *a);
+void ck_auth_cache_clear(ck_app *app);
+/* GET /login?token=… (one-time link → session cookie), POST /logout. */
+void ck_login(ck_app *app, http_req *req);
+void ck_logout(ck_app *app, http_req *req);
+/* Answers 429 with Retry-After. */
+void ck_too_many(http_req *req, unsigned retry_s, const char *msg);
+
+/* ---- attachment bytes (uploads.c) ---- */
+/* PUT/POST <api>/upload/<id>, POST <api>/upload?agent_id=, GET/HEAD <api>/attachments/<id>;
+ * auth: the caller's credentials (NULL for a signed preview URL, checked inside). */
+void ck_upload_route(ck_app *app, http_req *req, ck_auth *auth);
+void ck_attachment_get(ck_app *app, http_req *req, ck_auth *auth);
+/* Rewrites every preview URL of ours in the JSON text b to a freshly signed one. */
+void ck_sign_previews(ck_app *app, buf *b);
+void ck_sweep_start(ck_app *app);
+/* Removes an attachment's bytes (after its row is gone), off the loop. */
+void ck_remove_bytes(ck_app *app, const char *id);
+/* The Attachment object of an uploaded file (type image with a preview_url for the raster
+ * image types we serve inline, else file). */
+json_t *ck_attachment_json(ck_app *app, http_req *req, const char *id, const char *name,
+                           const char *mime);
+/* A declared media type lowercased without parameters into out; -1 when it is not one. */
+int ck_mime_normalize(const char *in, char out[128]);
+/* 1 when CHATKIT_ALLOWED_MIME_TYPES allows the (normalized) type. */
+int ck_mime_allowed(const config *cfg, const char *m);
 
 /* ---- encoders (encode.c) ---- */
 #define CK_HIDDEN_TYPE(t) (!strcmp((t), "hidden_context_item") || !strcmp((t), "sdk_hidden_context"))

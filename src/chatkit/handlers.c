@@ -15,6 +15,8 @@
 #include "chatkit/chatkit.h"
 #include "chatkit/history.h"
 #include "chatkit/stream.h"
+#include "files/files.h"
+#include "files/sniff.h"
 #include "mcp/pool.h"
 #include "mcp/result.h"
 #include "run/human.h"
@@ -67,31 +69,15 @@ struct ck_call {
     json_t *elicit;          /* an answered MCP elicitation: {id, action, tool_call, content?} */
     int64_t last_us;
     int not_widget;
-    int is_upload;
     call_work work;
     call_fn next;
 };
 
 /* ------------------------------------------------------------------ replies */
 
-static void auth_release(ck_auth *a)
-{
-    if (a && --a->refs == 0) {
-        for (size_t i = 0; i < a->n_agents; i++) {
-            free(a->agents[i].name);
-            free(a->agents[i].model);
-            free(a->agents[i].instructions);
-            json_decref(a->agents[i].config);
-        }
-        free(a->agents);
-        free(a);
-    }
-}
-
-
 static void call_free(ck_call *c)
 {
-    auth_release(c->auth);
+    ck_auth_release(c->auth);
     json_decref(c->body);
     json_decref(c->in);
     json_decref(c->attachment_ids);
@@ -174,6 +160,7 @@ static void job_done(int rc, void *arg)
         reply_error(c, 500, "store_error", "storage failed; nothing was changed");
         return;
     }
+    ck_sign_previews(c->app, &c->out);
     c->next(c);
 }
 
@@ -426,6 +413,14 @@ static int add_user_message(store_conn *db, ck_call *c)
     {
         store_attachment a = {0};
         rc = store_attachment_load(db, &c->scope, json_string_value(aid), &a);
+        if (!rc && a.agent_id[0] && strcmp(a.agent_id, c->thread.agent_id))
+            rc = STORE_ENOTFOUND; /* made for another agent: as if it did not exist */
+        if (!rc && a.uploaded != STORE_UPLOAD_DONE)
+            rc = refuse(c, 409, "attachment_not_uploaded",
+                        "attachment %.64s has no file yet: upload it first", a.id);
+        else if (!rc && a.thread_id[0] && strcmp(a.thread_id, c->thread.id))
+            rc = refuse(c, 409, "attachment_in_use",
+                        "attachment %.64s is already attached in another thread", a.id);
         if (rc) {
             store_attachment_clear(&a);
             json_decref(item);
@@ -1218,6 +1213,8 @@ static int work_attachment_create(store_conn *db, ck_call *c)
     a.json = json_dumps(aj, JSON_COMPACT);
     a.metadata_json = xstrdup("{}");
     a.created_us = ts_now_us();
+    snprintf(a.agent_id, sizeof a.agent_id, "%s",
+             json_string_value(json_object_get(c->in, "agent_id")));
     int rc = store_attachment_save(db, &c->scope, &a);
     if (!rc)
         buf_puts(&c->out, a.json);
@@ -1231,21 +1228,37 @@ static int work_attachment_delete(store_conn *db, ck_call *c)
     return rc ? not_found(c, rc, "attachment") : 0;
 }
 
-/* ------------------------------------------------------------------ dispatch */
-
-static int valid_mime(const char *m)
+/* The row is gone (committed): now the bytes (reference §9: the AttachmentStore deletes). */
+static void done_attachment_delete(ck_call *c)
 {
-    /* type "/" subtype, token characters only (parameters are not part of a file's type) */
-    const char *slash = strchr(m, '/');
-    if (!slash || slash == m || !slash[1] || strlen(m) > 127)
-        return 0;
-    for (const char *p = m; *p; p++)
-        if (!(isalnum((unsigned char)*p) || strchr("!#$&^_.+-/", *p)) || (*p == '/' && p != slash))
-            return 0;
-    return 1;
+    ck_remove_bytes(c->app, c->item_id);
+    reply_empty(c);
 }
 
-static int mime_allowed(const config *cfg, const char *m)
+/* ------------------------------------------------------------------ dispatch */
+
+int ck_mime_normalize(const char *in, char out[128])
+{
+    size_t n = 0;
+    while (*in == ' ' || *in == '\t')
+        in++;
+    for (; *in && *in != ';' && *in != ' ' && *in != '\t'; in++) {
+        if (n >= 127)
+            return -1;
+        out[n++] = (char)tolower((unsigned char)*in);
+    }
+    out[n] = 0;
+    /* type "/" subtype, token characters only (parameters are not part of a file's type) */
+    const char *slash = strchr(out, '/');
+    if (!slash || slash == out || !slash[1])
+        return -1;
+    for (const char *p = out; *p; p++)
+        if (!(isalnum((unsigned char)*p) || strchr("!#$&^_.+-/", *p)) || (*p == '/' && p != slash))
+            return -1;
+    return 0;
+}
+
+int ck_mime_allowed(const config *cfg, const char *m)
 {
     const char *list = cfg->allowed_mime_types;
     if (!list || !*list)
@@ -1269,14 +1282,14 @@ static int mime_allowed(const config *cfg, const char *m)
     return 0;
 }
 
-static void public_base(ck_call *c, char *out, size_t len)
+static void public_base(ck_app *app, http_req *req, char *out, size_t len)
 {
-    const char *pub = c->app->cfg->public_url;
+    const char *pub = app->cfg->public_url;
     if (pub && *pub) {
         snprintf(out, len, "%s", pub);
     } else {
         /* Host is client input: keep only host[:port] characters */
-        const char *h = c->req->host ? c->req->host : c->app->cfg->listen;
+        const char *h = req->host ? req->host : app->cfg->listen;
         char host[256];
         size_t n = 0;
         for (; *h && n < sizeof host - 1; h++)
@@ -1290,19 +1303,36 @@ static void public_base(ck_call *c, char *out, size_t len)
         out[--n] = 0;
 }
 
+json_t *ck_attachment_json(ck_app *app, http_req *req, const char *id, const char *name,
+                           const char *mime)
+{
+    char base[512], url[800];
+    public_base(app, req, base, sizeof base);
+    int image = sniff_inline_safe(mime);
+    json_t *a = json_pack("{s:s,s:s,s:s,s:s}", "id", id, "name", name, "mime_type", mime, "type",
+                          image ? "image" : "file");
+    if (image) {
+        snprintf(url, sizeof url, "%s%s/attachments/%s", base, app->cfg->api_url, id);
+        json_object_set_new(a, "preview_url", json_string(url));
+    }
+    return a;
+}
+
+static int resolve_agent(ck_call *c);
 static void handle_attachment_create(ck_call *c)
 {
     json_t *name = json_object_get(c->params, "name");
     json_t *mime = json_object_get(c->params, "mime_type");
     long long size = -1;
+    char clean[SNIFF_NAME_MAX + 1];
     if (!json_is_string(name) || json_string_length(name) == 0 ||
         json_string_length(name) > MAX_NAME || strlen(json_string_value(name)) != json_string_length(name))
         return reply_error(c, 400, "invalid_request",
                            "params.name must be a file name of 1 to 255 bytes");
-    for (const char *p = json_string_value(name); *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            return reply_error(c, 400, "invalid_request",
-                               "params.name must not contain control characters");
+    if (sniff_clean_name(json_string_value(name), clean, sizeof clean))
+        return reply_error(c, 400, "invalid_request",
+                           "params.name must be a file name of UTF-8 text without control "
+                           "characters");
     if (ck_lax_int(json_object_get(c->params, "size"), &size) || size < 0)
         return reply_error(c, 400, "invalid_request", "params.size must be a non-negative integer");
     if ((unsigned long long)size > c->app->cfg->upload_max_bytes)
@@ -1311,30 +1341,32 @@ static void handle_attachment_create(ck_call *c)
     if (!json_is_string(mime))
         return reply_error(c, 400, "invalid_request", "params.mime_type must be a string");
     char m[128];
-    snprintf(m, sizeof m, "%s", json_string_value(mime));
-    char *semi = strchr(m, ';');
-    if (semi)
-        *semi = 0;
-    for (char *p = m; *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-    if (!valid_mime(m))
+    if (ck_mime_normalize(json_string_value(mime), m))
         return reply_error(c, 400, "invalid_request", "params.mime_type is not a media type");
-    if (!mime_allowed(c->app->cfg, m))
+    if (!ck_mime_allowed(c->app->cfg, m))
         return reply_error(c, 415, "unsupported_media_type",
                            "this file type is not allowed (CHATKIT_ALLOWED_MIME_TYPES)");
+    if (!strncmp(m, "image/", 6) && !sniff_inline_safe(m))
+        return reply_error(c, 415, "unsupported_media_type",
+                           "this image type is not supported: send PNG, JPEG, GIF, WebP or BMP");
+    /* the agent it is for: ?agent_id= (must be the caller's), else the only one */
+    char want[STORE_ID_MAX];
+    if (c->req->query && http_query_get(c->req->query, "agent_id", want, sizeof want) > 0 &&
+        resolve_agent(c))
+        return reply_error(c, 422, "agent_required",
+                           "an agent is required: pass ?agent_id= naming an agent of your "
+                           "account");
+    if (!c->agent && c->auth->n_agents == 1)
+        c->agent = &c->auth->agents[0];
     char id[ID_MAX], base[512], url[700];
     id_new("atc", id);
-    public_base(c, base, sizeof base);
-    int image = !strncmp(m, "image/", 6);
+    public_base(c->app, c->req, base, sizeof base);
     snprintf(url, sizeof url, "%s%s/upload/%s", base, c->app->cfg->api_url, id);
-    json_t *a = json_pack("{s:s,s:O,s:s,s:{s:s,s:s,s:{}},s:s}", "id", id, "name", name,
-                          "mime_type", m, "upload_descriptor", "url", url, "method", "PUT",
-                          "headers", "type", image ? "image" : "file");
-    if (image) {
-        snprintf(url, sizeof url, "%s%s/attachments/%s", base, c->app->cfg->api_url, id);
-        json_object_set_new(a, "preview_url", json_string(url));
-    }
-    c->in = json_pack("{s:o,s:I}", "attachment", a, "size", (json_int_t)size);
+    json_t *a = ck_attachment_json(c->app, c->req, id, clean, m);
+    json_object_set_new(a, "upload_descriptor",
+                        json_pack("{s:s,s:s,s:{}}", "url", url, "method", "PUT", "headers"));
+    c->in = json_pack("{s:o,s:I,s:s}", "attachment", a, "size", (json_int_t)size, "agent_id",
+                      c->agent ? c->agent->id : "");
     run_job(c, 1, work_attachment_create, reply_out);
 }
 
@@ -1368,6 +1400,13 @@ static void dispatch(ck_call *c)
                     !strcmp(t, "threads.add_structured_input") ||
                     !strcmp(t, "threads.retry_after_item") || !strcmp(t, "threads.custom_action");
 
+    if ((streaming || !strcmp(t, "threads.create")) &&
+        rl_stream_check(&c->app->rl, c->scope.user_id)) {
+        http_req_add_headers(c->req, "Retry-After: 5\r\n");
+        return reply_error(c, 429, "too_many_streams",
+                           "too many answers are streaming for you at once: wait for one to end "
+                           "(CHATKIT_MAX_STREAMS_PER_USER)");
+    }
     if (!strcmp(t, "threads.create")) {
         if (resolve_agent(c))
             return reply_error(c, 422, "agent_required",
@@ -1515,7 +1554,7 @@ static void dispatch(ck_call *c)
     if (!strcmp(t, "attachments.delete")) {
         if (get_id(c, "attachment_id", c->item_id, 1))
             return reply_error(c, 400, "invalid_request", c->msg);
-        return run_job(c, 1, work_attachment_delete, reply_empty);
+        return run_job(c, 1, work_attachment_delete, done_attachment_delete);
     }
     if (!strcmp(t, "input.transcribe")) {
         if (!json_is_string(json_object_get(c->params, "audio_base64")) ||
@@ -1556,68 +1595,9 @@ static void protocol(ck_call *c)
     dispatch(c);
 }
 
-/* ------------------------------------------------------------------ authentication */
-
-static int work_auth(store_conn *db, ck_call *c)
-{
-    store_auth sa;
-    int rc = store_token_lookup(db, c->token_hash, ts_now_us(), &sa);
-    if (rc == STORE_ENOTFOUND)
-        return refuse(c, 401, "unauthorized", "missing or invalid bearer token");
-    if (rc)
-        return rc;
-    store_agent *agents = NULL;
-    size_t n = 0;
-    rc = store_agents_list(db, sa.scope.account_id, &agents, &n);
-    if (rc)
-        return rc;
-    ck_auth *a = xcalloc(1, sizeof *a);
-    a->scope = sa.scope;
-    a->agents = xcalloc(n ? n : 1, sizeof *a->agents);
-    a->n_agents = n;
-    for (size_t i = 0; i < n; i++) {
-        memcpy(a->agents[i].id, agents[i].id, sizeof a->agents[i].id);
-        a->agents[i].name = xstrdup(agents[i].name);
-        a->agents[i].model = xstrdup(agents[i].model ? agents[i].model : "demo");
-        a->agents[i].instructions = agents[i].instructions ? xstrdup(agents[i].instructions) : NULL;
-        json_t *cfg = json_loads(agents[i].config_json ? agents[i].config_json : "{}", 0, NULL);
-        a->agents[i].config = json_is_object(cfg) ? cfg : json_object();
-        if (!json_is_object(cfg))
-            json_decref(cfg);
-    }
-    store_agents_free(agents, n);
-    a->refs = 1;
-    c->auth = a;
-    return 0;
-}
-
-static void auth_cache_clear(ck_app *app)
-{
-    for (size_t i = 0; i < app->auth_cache.cap; i++)
-        if (map_live(&app->auth_cache, i))
-            auth_release(app->auth_cache.slots[i].val);
-    map_free(&app->auth_cache);
-}
-
 static void route_authed(ck_call *c)
 {
-    if (c->is_upload) /* attachment bytes arrive with the attachments issue; routes exist now */
-        return reply_error(c, 501, "not_implemented",
-                           "storing attachment bytes is not implemented yet");
     protocol(c);
-}
-
-static void authed(ck_call *c)
-{
-    ck_app *app = c->app;
-    c->auth->fetched_ms = uv_now(app->loop);
-    if (app->auth_cache.len >= AUTH_CACHE_MAX)
-        auth_cache_clear(app);
-    auth_release(map_get(&app->auth_cache, c->token_hash));
-    c->auth->refs++;
-    map_put(&app->auth_cache, c->token_hash, c->auth);
-    c->scope = c->auth->scope;
-    route_authed(c);
 }
 
 /* ------------------------------------------------------------------ routes */
@@ -1638,6 +1618,108 @@ static void metrics(ck_app *app, http_req *req)
     http_respond(req, 200, "text/plain; version=0.0.4", body, (size_t)n, NULL);
 }
 
+/* CORS (docs/security.md): an allowed Origin gets the headers on every answer; a preflight is
+ * answered here. Returns 1 when the request was answered. */
+static int cors(ck_app *app, http_req *req)
+{
+    if (!req->origin)
+        return 0;
+    int ok = cors_origin_allowed(app->cfg->allowed_origins, req->origin);
+    if (ok) {
+        char h[700];
+        snprintf(h, sizeof h,
+                 "Access-Control-Allow-Origin: %s\r\nAccess-Control-Allow-Credentials: true\r\n"
+                 "Access-Control-Expose-Headers: Retry-After\r\nVary: Origin\r\n",
+                 req->origin);
+        http_req_add_headers(req, h);
+    }
+    if (req->method != HTTP_M_OPTIONS || !req->acr_method)
+        return 0;
+    char allow[512];
+    if (!ok)
+        http_respond_error(req, 403, "forbidden_origin",
+                           "this origin is not allowed (CHATKIT_ALLOWED_ORIGINS)");
+    else if (cors_request_headers(req->acr_headers, allow, sizeof allow))
+        http_respond_error(req, 403, "forbidden_header",
+                           "a requested header is not allowed by this server");
+    else {
+        char h[700];
+        snprintf(h, sizeof h,
+                 "Access-Control-Allow-Methods: GET, HEAD, POST, PUT, OPTIONS\r\n"
+                 "%s%s%sAccess-Control-Max-Age: 600\r\n",
+                 *allow ? "Access-Control-Allow-Headers: " : "", allow, *allow ? "\r\n" : "");
+        http_req_add_headers(req, h);
+        http_respond(req, 204, NULL, NULL, 0, NULL);
+    }
+    return 1;
+}
+
+enum route { R_API, R_UPLOAD, R_FILE, R_CLIENT_SECRET, R_SESSION, R_METRICS };
+
+typedef struct route_ctx {
+    enum route r;
+} route_ctx;
+
+static void session_info(ck_app *app, http_req *req, ck_auth *a)
+{
+    json_t *agents = json_array();
+    for (size_t i = 0; i < a->n_agents; i++)
+        json_array_append_new(agents, json_pack("{s:s,s:s}", "id", a->agents[i].id, "name",
+                                                a->agents[i].name));
+    json_t *o = json_pack("{s:s,s:s,s:o}", "account_id", a->scope.account_id, "user_id",
+                          a->scope.user_id, "agents", agents);
+    char *body = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    http_respond_owned(req, 200, "application/json", body, strlen(body), NULL);
+}
+
+static void client_secret(ck_app *app, http_req *req)
+{
+    const char *secret = app->cfg->client_secret;
+    if (!*secret)
+        return http_respond_error(req, 404, "not_configured",
+                                  "hosted mode is not configured (CHATKIT_CLIENT_SECRET)");
+    json_t *o = json_pack("{s:s}", "client_secret", secret);
+    char *body = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    http_req_add_headers(req, "Cache-Control: no-store\r\n");
+    http_respond_owned(req, 200, "application/json", body, strlen(body), NULL);
+}
+
+static void on_authed(ck_app *app, http_req *req, ck_auth *a, void *ud)
+{
+    route_ctx *rc = ud;
+    enum route r = rc->r;
+    free(rc);
+    if (!a)
+        return;
+    switch (r) {
+    case R_UPLOAD: return ck_upload_route(app, req, a);
+    case R_FILE: return ck_attachment_get(app, req, a);
+    case R_CLIENT_SECRET: client_secret(app, req); break;
+    case R_SESSION: session_info(app, req, a); break;
+    case R_METRICS: metrics(app, req); break;
+    case R_API: {
+        ck_call *c = xcalloc(1, sizeof *c);
+        c->app = app;
+        c->req = req;
+        c->out = (buf)BUF_INIT(0);
+        c->auth = a;
+        c->scope = a->scope;
+        http_req_ref(req);
+        return route_authed(c);
+    }
+    }
+    ck_auth_release(a);
+}
+
+static const char index_html[] =
+    "<!doctype html><meta charset=utf-8><title>chatkitd</title>\n"
+    "<p id=who>chatkitd is running.</p>\n"
+    "<script>fetch('/chatkit/session',{credentials:'same-origin'}).then(r=>r.ok?r.json():null)"
+    ".then(s=>{if(s)document.getElementById('who').textContent='Signed in as user '+s.user_id+"
+    "' of account '+s.account_id+'.'})</script>\n";
+
 void ck_handle(http_req *req, void *ud)
 {
     ck_app *app = ud;
@@ -1652,42 +1734,68 @@ void ck_handle(http_req *req, void *ud)
             return http_respond_error(req, 503, "shutting_down", "the server is shutting down");
         return http_respond(req, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
     }
+    if (cors(app, req))
+        return;
+    if (!strcmp(path, "/")) {
+        if (req->method != HTTP_M_GET && req->method != HTTP_M_HEAD)
+            return http_respond_error(req, 405, "method_not_allowed", "use GET");
+        return http_respond(req, 200, "text/html; charset=utf-8", index_html,
+                            sizeof index_html - 1, NULL);
+    }
+    if (!strcmp(path, "/login"))
+        return ck_login(app, req);
+    if (!strcmp(path, "/logout"))
+        return ck_logout(app, req);
+    const char *sub = !strncmp(path, api, apilen) ? path + apilen : NULL;
+    enum route r;
     if (!strcmp(path, "/metrics")) {
         if (req->method != HTTP_M_GET)
             return http_respond_error(req, 405, "method_not_allowed", "use GET");
-        return metrics(app, req);
-    }
-    int is_api = !strcmp(path, api);
-    int is_upload = !strncmp(path, api, apilen) && (!strcmp(path + apilen, "/upload") ||
-                                                     !strncmp(path + apilen, "/upload/", 8) ||
-                                                     !strncmp(path + apilen, "/attachments/", 13));
-    if (!is_api && !is_upload)
+        r = R_METRICS;
+    } else if (sub && !*sub) {
+        if (req->method != HTTP_M_POST)
+            return http_respond_error(req, 405, "method_not_allowed", "use POST");
+        r = R_API;
+    } else if (sub && (!strcmp(sub, "/upload") || !strncmp(sub, "/upload/", 8))) {
+        r = R_UPLOAD;
+    } else if (sub && !strncmp(sub, "/attachments/", 13)) {
+        r = R_FILE;
+        /* a signed preview URL needs no credentials; a bad one falls back to them */
+        int v = files_verify(app->key, sizeof app->key, sub + 13, req->query,
+                             (long long)(ts_now_us() / 1000000));
+        if (v == 0)
+            return ck_attachment_get(app, req, NULL);
+        if (v == -2 && !req->authorization && !req->cookie)
+            return http_respond_error(req, 403, "invalid_signature",
+                                      "this link has expired or is not valid");
+    } else if (sub && !strcmp(sub, "/client_secret")) {
+        if (req->method != HTTP_M_POST)
+            return http_respond_error(req, 405, "method_not_allowed", "use POST");
+        r = R_CLIENT_SECRET;
+    } else if (sub && !strcmp(sub, "/session")) {
+        if (req->method != HTTP_M_GET)
+            return http_respond_error(req, 405, "method_not_allowed", "use GET");
+        r = R_SESSION;
+    } else {
         return http_respond_error(req, 404, "not_found", "no such route");
-    if (is_api && req->method != HTTP_M_POST)
-        return http_respond_error(req, 405, "method_not_allowed", "use POST");
-
-    ck_call *c = xcalloc(1, sizeof *c);
-    c->app = app;
-    c->req = req;
-    c->out = (buf)BUF_INIT(0);
-    http_req_ref(req);
-    const char *token;
-    int tl = auth_bearer(req->authorization, &token);
-    if (tl < 0)
-        return reply_error(c, 401, "unauthorized", "missing or invalid bearer token");
-    auth_token_hash(token, (size_t)tl, c->token_hash);
-    c->is_upload = is_upload;
-    ck_auth *a = map_get(&app->auth_cache, c->token_hash);
-    if (a && uv_now(app->loop) - a->fetched_ms < app->cfg->auth_cache_ms) {
-        a->refs++;
-        c->auth = a;
-        c->scope = a->scope;
-        return route_authed(c);
     }
-    run_job(c, 0, work_auth, authed);
+    route_ctx *rc = xmalloc(sizeof *rc);
+    rc->r = r;
+    ck_authenticate(app, req, on_authed, rc);
 }
 
-void ck_app_init(ck_app *app, uv_loop_t *loop, const config *cfg, store *st)
+int ck_wants_stream(const http_req *req, void *ud)
+{
+    ck_app *app = ud;
+    const char *api = app->cfg->api_url;
+    size_t apilen = strlen(api);
+    const char *sub = !strncmp(req->path, api, apilen) ? req->path + apilen : NULL;
+    return sub && (req->method == HTTP_M_PUT || req->method == HTTP_M_POST) &&
+           (!strcmp(sub, "/upload") || !strncmp(sub, "/upload/", 8));
+}
+
+void ck_app_init(ck_app *app, uv_loop_t *loop, const config *cfg, store *st,
+                 const unsigned char key[32])
 {
     memset(app, 0, sizeof *app);
     app->loop = loop;
@@ -1695,12 +1803,24 @@ void ck_app_init(ck_app *app, uv_loop_t *loop, const config *cfg, store *st)
     app->st = st;
     app->started_ms = uv_now(loop);
     app->mcp = mcp_pool_new(loop, cfg);
+    memcpy(app->key, key, sizeof app->key);
+    rl_init(&app->rl, cfg->rate_limit_rpm, cfg->max_streams_per_user);
+    ck_sweep_start(app);
+}
+
+void ck_app_stop(ck_app *app)
+{
+    uv_timer_stop(&app->sweep);
+    if (!uv_is_closing((uv_handle_t *)&app->sweep))
+        uv_close((uv_handle_t *)&app->sweep, NULL);
 }
 
 void ck_app_free(ck_app *app)
 {
     mcp_pool_free(app->mcp);
     app->mcp = NULL;
-    auth_cache_clear(app);
+    ck_auth_cache_clear(app);
     map_free(&app->active);
+    rl_free(&app->rl);
+    memset(app->key, 0, sizeof app->key);
 }

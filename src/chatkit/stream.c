@@ -565,6 +565,7 @@ static void end_stream(ck_stream *st)
 {
     if (map_get(&st->app->active, st->thread.id) == st)
         map_del(&st->app->active, st->thread.id);
+    rl_stream(&st->app->rl, st->scope.user_id, -1);
     if (st->req) {
         http_req_on_close(st->req, NULL, NULL);
         http_sse_on_drain(st->req, NULL, NULL);
@@ -721,6 +722,7 @@ ck_stream *stream_new(ck_app *app, http_req *req, const store_scope *sc, const s
     st->last_us = last_us;
     http_req_ref(req);
     map_put(&app->active, st->thread.id, st);
+    rl_stream(&app->rl, st->scope.user_id, +1);
     app->n_streams++;
     if (http_sse_start(req, NULL)) {
         /* gone already: nothing ran yet, nothing to cancel; ending completes the request */

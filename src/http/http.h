@@ -48,8 +48,13 @@ struct http_req {
     const char *accept_language;
     const char *cookie;
     const char *origin;
+    const char *acr_method;     /* Access-Control-Request-Method (CORS preflight) */
+    const char *acr_headers;    /* Access-Control-Request-Headers */
+    const char *if_none_match;  /* If-None-Match */
     const char *body;           /* NUL-terminated, body_len bytes (may contain NULs) */
     size_t body_len;
+    int64_t content_length;     /* declared Content-Length, -1 when absent (chunked or none) */
+    int streaming;              /* 1: the body is read with http_body_read (see below) */
     char rid[20];               /* request id for logs */
     void *data;                 /* free for the handler */
 };
@@ -105,6 +110,52 @@ int http_req_alive(const http_req *req);
 void http_req_on_close(http_req *req, http_close_fn cb, void *ud);
 void http_req_ref(http_req *req);
 void http_req_unref(http_req *req);
+
+/* ---- per-request headers ----
+ * Adds header lines ("Name: value\r\n", possibly several) to whatever response this request
+ * gets: plain, error, SSE or streamed (CORS headers are added once, before routing). Copied;
+ * at most 2 KiB in all (the excess is dropped with a warning). */
+void http_req_add_headers(http_req *req, const char *lines);
+
+/* ---- streaming request bodies (uploads) ----
+ * want(req, ud) is asked once the head of a request is complete (method, path, query and
+ * headers are set; body is NULL). When it returns 1 the request is handed to the handler at
+ * once with streaming = 1, body NULL and body_len 0, and no byte of the body is consumed until
+ * the handler calls http_body_read. The server still refuses a declared Content-Length above
+ * max_body with 413 before the handler sees the request; chunked bodies are cut at max_body
+ * (on_end gets -EMSGSIZE). A "Expect: 100-continue" is answered when http_body_read is called,
+ * so a request refused before that never sends its body. Answering a streaming request before
+ * its body ended closes the connection after the response (the rest of the body is not read).
+ * body_timeout_ms is an inactivity timeout for streamed bodies (reset by every read; stopped
+ * while paused). */
+typedef int (*http_stream_want_fn)(const http_req *req, void *ud);
+void http_server_stream_bodies(http_server *srv, http_stream_want_fn want, size_t max_body,
+                               void *ud);
+
+/* on_data gets the body in pieces as they arrive (chunked framing removed). Return 0 to go
+ * on, 1 to pause: no more on_data (and no on_end) until http_body_resume. on_end runs once:
+ * 0 after the last byte, -EMSGSIZE over max_body, -ECONNRESET when the client went away or the
+ * inactivity timeout fired (the request may still be answered: a no-op when the connection is
+ * gone). Neither runs after the request was answered. Callbacks never run from inside
+ * http_body_read or http_body_resume themselves (they are deferred to the loop). Returns 0, or
+ * -EINVAL when the request is not streaming or reading already started, or -ENOTCONN when the
+ * client is already gone (its close callback ran; no callback will). */
+typedef int (*http_body_data_fn)(http_req *req, const char *data, size_t len, void *ud);
+typedef void (*http_body_end_fn)(http_req *req, int status, void *ud);
+int http_body_read(http_req *req, http_body_data_fn on_data, http_body_end_fn on_end, void *ud);
+void http_body_resume(http_req *req);
+
+/* ---- streamed responses (file downloads) ----
+ * Head with Content-Length: length now (with the per-request headers and extra_headers), the
+ * body then in pieces of any size with http_stream_write, which copies and returns 0 or
+ * -ENOTCONN. Backpressure with http_sse_queued / http_sse_on_drain, which work for these
+ * responses too. http_stream_end completes the response once exactly length bytes were
+ * written (else the connection is closed: the client sees a short body). A HEAD request gets
+ * the head only (writes are accepted and discarded). */
+int http_stream_start(http_req *req, int status, const char *content_type, uint64_t length,
+                      const char *extra_headers);
+int http_stream_write(http_req *req, const char *data, size_t len);
+void http_stream_end(http_req *req);
 
 /* Query helper: copies the decoded value of `name` into out; returns length or -1. */
 int http_query_get(const char *query, const char *name, char *out, size_t outlen);

@@ -1,4 +1,5 @@
-/* HTTP/1.1 server on libuv + llhttp, with an SSE writer. See http.h for the contract.
+/* HTTP/1.1 server on libuv + llhttp, with an SSE writer and streamed bodies both ways. See
+ * http.h for the contract.
  *
  * Shape (one loop thread):
  * - One 64 KiB read buffer per server: every read is parsed synchronously by llhttp and only
@@ -6,12 +7,22 @@
  * - A connection parses until a request is complete, then pauses llhttp and hands the request
  *   to the handler. Bytes that arrive meanwhile are stashed (capped) and parsed once the answer
  *   is queued, so responses keep request order. Reading never stops while a request is in
- *   progress, so EOF / ECONNRESET are seen at once and reported through the close callback.
+ *   progress (but for a streamed body, below), so EOF / ECONNRESET are seen at once and
+ *   reported through the close callback.
  * - Output goes through uv_try_write first; only what the kernel refuses is copied into a
  *   uv_write request. SSE data produced during a loop turn is collected per connection and
  *   written as one chunk from a server-wide uv_check handle (a uv_idle keeps poll from blocking
  *   while anything is pending, since check alone does not).
- * - One uv_timer per connection: idle / header / body timeouts, SSE heartbeat, lingering close.
+ * - One uv_timer per connection: idle / header / body timeouts, SSE heartbeat, lingering close,
+ *   stalled download reader.
+ * - A streamed request body (http_server_stream_bodies) is handed to the handler with its head;
+ *   llhttp then stays paused until http_body_read. Body bytes are parsed straight into on_data
+ *   from the loop (on_read, or the check handle for what was stashed meanwhile); a pause stops
+ *   socket reads, so TCP back-pressure reaches the client. Errors the server finds in such a
+ *   body (over max_body, malformed, inactivity) are answered by the server itself (with the
+ *   request's own headers) and reported through on_end; the handler's answer is then a no-op.
+ * - A streamed response (http_stream_start) is a plain Content-Length response written piece by
+ *   piece straight to the socket; the SSE queue / drain calls measure libuv's write queue.
  * - Close callbacks run from the uv_close callback of the connection, never from inside a call
  *   the handler made, so handler code is not re-entered. */
 #include "http/http.h"
@@ -75,16 +86,43 @@ static void link_del(struct link *l)
 
 #define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 
-enum conn_state { CS_READ, CS_HANDLER, CS_SSE, CS_LINGER, CS_CLOSED };
+/* Most per-request header lines (http_req_add_headers). */
+#define XH_MAX 2048
+
+enum conn_state { CS_READ, CS_HANDLER, CS_SSE, CS_STREAM, CS_LINGER, CS_CLOSED };
 enum conn_phase { PH_IDLE, PH_HEAD, PH_BODY };
-enum conn_pause { PAUSE_NONE, PAUSE_HEADERS, PAUSE_MESSAGE };
+enum conn_pause { PAUSE_NONE, PAUSE_HEADERS, PAUSE_BODY, PAUSE_MESSAGE };
+/* A streamed request body: not streamed or ended; handed over, http_body_read not called yet;
+ * being read; paused by on_data. */
+enum body_state { BODY_NONE, BODY_WAIT, BODY_READ, BODY_PAUSED };
 
 /* Headers we keep; values live NUL-terminated in hreq.hb. */
-enum { H_HOST, H_AUTH, H_CTYPE, H_ALANG, H_COOKIE, H_ORIGIN, H_EXPECT, H_NTRACK };
-static const char *const track_names[H_NTRACK] = {
-    "host", "authorization", "content-type", "accept-language", "cookie", "origin", "expect",
+enum {
+    H_HOST,
+    H_AUTH,
+    H_CTYPE,
+    H_ALANG,
+    H_COOKIE,
+    H_ORIGIN,
+    H_EXPECT,
+    H_ACRM,
+    H_ACRH,
+    H_INM,
+    H_NTRACK
 };
-#define FNAME_MAX 16 /* longest tracked name + 1 */
+static const char *const track_names[H_NTRACK] = {
+    "host",
+    "authorization",
+    "content-type",
+    "accept-language",
+    "cookie",
+    "origin",
+    "expect",
+    "access-control-request-method",
+    "access-control-request-headers",
+    "if-none-match",
+};
+#define FNAME_MAX 31 /* longest tracked name + 1 */
 
 typedef struct conn conn;
 
@@ -95,11 +133,15 @@ typedef struct hreq {
     void *close_ud;
     http_drain_fn drain_cb;
     void *drain_ud;
+    http_body_data_fn on_data; /* streamed body: set while it may still be delivered */
+    http_body_end_fn on_end;
+    void *body_ud;
     buf hb; /* URL, then tracked header values; each NUL-terminated */
     buf body;
+    buf xh;                  /* http_req_add_headers lines */
     uint32_t hoff[H_NTRACK]; /* offset + 1 in hb, 0 = absent */
     int refs;                /* the handler's "must answer" ref + http_req_ref */
-    unsigned char answered, dispatched, sse, head_only;
+    unsigned char answered, dispatched, sse, stream, head_only, reading;
 } hreq;
 
 struct conn {
@@ -115,7 +157,12 @@ struct conn {
     size_t hdr_bytes; /* request line + headers so far */
     size_t url_len;
     size_t trailer_bytes; /* chunked trailers count against max_body */
+    size_t max_body;      /* of the request being parsed (streamed bodies have their own) */
+    uint64_t body_bytes;  /* body bytes of the request being parsed */
+    uint64_t stream_left; /* streamed response: bytes still owed */
     unsigned nwrites;     /* uv_write requests in flight */
+    unsigned wdone;       /* uv_write requests completed (progress of a streamed response) */
+    unsigned wdone_armed; /* wdone when the stall timer was armed */
     size_t last_q;        /* write queue size when the timer was armed (progress check) */
     size_t sse_big;       /* bytes of queued SSE events bigger than the slow-reader limit */
     unsigned short err_status;
@@ -123,6 +170,7 @@ struct conn {
     unsigned char in_parse, want_flush, want_resume, wait_drain;
     unsigned char overflow, sse_raw, fake, read_stopped, shut_started, open_handles, got_eof;
     unsigned char idle_rearm;
+    unsigned char body_st, body_has, expect_cont, kick, stream_discard;
     signed char hidx;        /* tracked header being read, -1 none */
     unsigned char fname_len; /* 0xff: name too long to be tracked */
     char fname[FNAME_MAX];
@@ -134,6 +182,9 @@ struct http_server {
     http_config cfg;
     http_handler_fn handler;
     void *ud;
+    http_stream_want_fn want;
+    void *want_ud;
+    size_t stream_max_body;
     llhttp_settings_t settings;
     uv_tcp_t listener;
     uv_check_t check;
@@ -272,9 +323,12 @@ static void head_start(buf *b, http_server *srv, int status)
     buf_puts(b, "\r\n");
 }
 
-static void head_end(buf *b, int ka, const char *extra)
+/* r: the request whose http_req_add_headers lines go in (NULL: none). */
+static void head_end(buf *b, int ka, const hreq *r, const char *extra)
 {
     buf_puts(b, ka ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
+    if (r && r->xh.len)
+        buf_append(b, r->xh.data, r->xh.len);
     if (extra)
         buf_puts(b, extra);
     buf_puts(b, "\r\n");
@@ -286,6 +340,7 @@ static void req_free(hreq *r)
 {
     buf_free(&r->hb);
     buf_free(&r->body);
+    buf_free(&r->xh);
     free(r);
 }
 
@@ -300,8 +355,8 @@ static const char *req_hdr(hreq *r, int idx)
     return r->hoff[idx] ? r->hb.data + r->hoff[idx] - 1 : NULL;
 }
 
-/* Fills the public fields once hb no longer grows. */
-static void req_finish(conn *c, hreq *r)
+/* Fills the public fields of the head once hb no longer grows (trailers are not kept). */
+static void req_finish_head(conn *c, hreq *r)
 {
     http_server *srv = c->srv;
     uint8_t m = llhttp_get_method(&c->parser);
@@ -332,8 +387,9 @@ static void req_finish(conn *c, hreq *r)
     r->pub.accept_language = req_hdr(r, H_ALANG);
     r->pub.cookie = req_hdr(r, H_COOKIE);
     r->pub.origin = req_hdr(r, H_ORIGIN);
-    r->pub.body = r->body.data ? r->body.data : "";
-    r->pub.body_len = r->body.len;
+    r->pub.acr_method = req_hdr(r, H_ACRM);
+    r->pub.acr_headers = req_hdr(r, H_ACRH);
+    r->pub.if_none_match = req_hdr(r, H_INM);
     srv_rid(srv, r->pub.rid);
 }
 
@@ -367,11 +423,13 @@ static size_t conn_queue(conn *c)
     return c->fake ? 0 : uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
 }
 
-/* Backpressure: tells a waiting SSE producer that everything it queued was written. */
+/* Backpressure: tells a waiting SSE / streamed response producer that everything it queued
+ * was written. */
 static void sse_drained(conn *c)
 {
     hreq *r = c->req;
-    if (r && r->drain_cb && c->st == CS_SSE && !c->out.len && !conn_queue(c)) {
+    if (r && r->drain_cb && (c->st == CS_SSE || c->st == CS_STREAM) && !c->out.len &&
+        !conn_queue(c)) {
         http_drain_fn cb = r->drain_cb;
         r->drain_cb = NULL;
         cb(&r->pub, r->drain_ud);
@@ -385,6 +443,7 @@ static void on_write(uv_write_t *req, int status)
     free(w->own);
     free(w);
     c->nwrites--;
+    c->wdone++;
     if (status < 0) {
         if (status != UV_ECANCELED)
             LOGD(c->req ? c->req->pub.rid : NULL, "write failed", "err=%s", uv_err_name(status));
@@ -496,14 +555,20 @@ static void conn_finish(conn *c)
         if (!r->dispatched) {
             req_free(r);
         } else {
+            /* hold the request: the callbacks may answer (dropping the handler's ref) */
+            r->refs++;
+            if (!r->answered && r->on_end) {
+                http_body_end_fn end = r->on_end;
+                r->on_end = NULL;
+                r->on_data = NULL;
+                end(&r->pub, -ECONNRESET, r->body_ud);
+            }
             if (!r->answered && r->close_cb) {
                 http_close_fn cb = r->close_cb;
                 r->close_cb = NULL;
-                /* hold the request: the callback may answer (dropping the handler's ref) */
-                r->refs++;
                 cb(&r->pub, r->close_ud);
-                r->refs--;
             }
+            r->refs--;
             req_maybe_free(r);
         }
     }
@@ -588,33 +653,94 @@ static void conn_linger(conn *c)
     conn_timer(c, LINGER_MS, 0);
 }
 
-/* Error produced by the server itself while reading a request: JSON body, then close. */
-static void conn_fail(conn *c, int status, const char *code, const char *msg)
+/* JSON error response, then close. r: the request whose added headers go in, or NULL. */
+static void conn_error_reply(conn *c, int status, const char *code, const char *msg, const hreq *r)
 {
-    if (c->st != CS_READ)
-        return;
     http_server *srv = c->srv;
-    if (c->req) {
-        LOGI(NULL, "request rejected", "status=%d code=%s", status, code);
-        req_free(c->req);
-        c->req = NULL;
-    }
     buf body = BUF_INIT(0);
     error_body(&body, code, msg);
     buf_reset(&srv->wb);
     head_start(&srv->wb, srv, status);
     buf_printf(&srv->wb, "Content-Type: application/json\r\nContent-Length: %zu\r\n", body.len);
-    head_end(&srv->wb, 0, NULL);
+    head_end(&srv->wb, 0, r, NULL);
     conn_write(c, srv->wb.data, srv->wb.len, body.data, body.len, NULL);
     buf_free(&body);
     conn_linger(c);
+}
+
+/* Error produced by the server itself while reading a request: JSON body, then close. */
+static void conn_fail(conn *c, int status, const char *code, const char *msg)
+{
+    if (c->st != CS_READ)
+        return;
+    if (c->req) {
+        LOGI(NULL, "request rejected", "status=%d code=%s", status, code);
+        req_free(c->req);
+        c->req = NULL;
+    }
+    conn_error_reply(c, status, code, msg, NULL);
+}
+
+/* The streamed body of c->req ended (status 0) or failed: on_end, once, from the loop. */
+static void conn_body_end(conn *c, int status)
+{
+    hreq *r = c->req;
+    c->body_st = BODY_NONE;
+    if (c->st == CS_HANDLER)
+        uv_timer_stop(&c->timer); /* the handler's own time is not limited */
+    http_body_end_fn end = r->on_end;
+    r->on_end = NULL;
+    r->on_data = NULL;
+    if (end)
+        end(&r->pub, status, r->body_ud);
+}
+
+/* An error in a streamed body the handler is reading: the server answers it (the handler's
+ * answer becomes a no-op, the close callback runs as for a disconnect) and tells on_end. */
+static void conn_body_fail(conn *c, int status, const char *code, const char *msg, int err)
+{
+    hreq *r = c->req;
+    LOGI(r->pub.rid, "request body rejected", "status=%d code=%s", status, code);
+    c->body_st = BODY_NONE;
+    conn_error_reply(c, status, code, msg, r);
+    conn_body_end(c, err);
 }
 
 /* ---------------------------------------------------------------- after a response */
 
 static int conn_ka(conn *c)
 {
-    return c->keep_alive && !c->srv->shutting_down && !c->overflow;
+    return c->keep_alive && !c->srv->shutting_down && !c->overflow && c->body_st == BODY_NONE;
+}
+
+/* A response starts for a streamed request: its body is not delivered any more. A body that
+ * is known to be empty is completed (no byte to skip); otherwise the rest is never read, so
+ * no keep-alive: later bytes are dropped and the connection closes after this response. */
+static void conn_body_settle(conn *c)
+{
+    hreq *r = c->req;
+    if (c->body_st == BODY_NONE)
+        return;
+    r->on_data = NULL;
+    r->on_end = NULL;
+    if (c->body_st == BODY_WAIT && !c->body_has) {
+        /* llhttp is never inside execute here: BODY_WAIT means it is paused after the head */
+        c->pause = PAUSE_NONE;
+        llhttp_errno_t e = llhttp_execute(&c->parser, "", 0);
+        if (e == HPE_PAUSED && c->pause == PAUSE_MESSAGE) {
+            llhttp_resume(&c->parser);
+            c->body_st = BODY_NONE;
+            return;
+        }
+    }
+    c->body_st = BODY_NONE;
+    c->expect_cont = 0;
+    c->overflow = 1;
+    uv_timer_stop(&c->timer);
+    if (!c->in_parse)
+        buf_free(&c->in); /* else conn_resume drops it after the parse */
+    if (c->read_stopped)
+        conn_read_start(c); /* to see a disconnect or the client's FIN */
 }
 
 /* The response for c->req is fully queued: detach the request and go back to reading. The
@@ -648,17 +774,34 @@ static void conn_response_done(conn *c, int ka)
         /* not from here: the handler must not be re-entered from inside its own call */
         c->want_resume = 1;
         srv_pending_add(c->srv, c);
+    } else if (c->read_stopped && !c->wait_drain) {
+        conn_read_start(c); /* stopped by a streamed body's pause */
     }
     conn_arm_idle(c);
 }
 
 /* ---------------------------------------------------------------- reading / parsing */
 
+static void conn_read_stop(conn *c)
+{
+    if (c->fake || c->read_stopped)
+        return;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->read_stopped = 1;
+}
+
+/* Parsing goes on: no request with the handler, or one whose streamed body is being read. */
+static int conn_parsing(const conn *c)
+{
+    return c->st == CS_READ || (c->st == CS_HANDLER && c->body_st == BODY_READ);
+}
+
 static void conn_stash(conn *c, const char *p, size_t n)
 {
     if (c->overflow)
         return;
-    if (c->in.len + n > IN_CAP && (c->st == CS_HANDLER || c->st == CS_SSE)) {
+    if (c->in.len + n > IN_CAP && c->body_st == BODY_NONE &&
+        (c->st == CS_HANDLER || c->st == CS_SSE || c->st == CS_STREAM)) {
         /* keep reading to see a disconnect; the bytes are lost, so no keep-alive after */
         c->overflow = 1;
         buf_free(&c->in);
@@ -668,45 +811,54 @@ static void conn_stash(conn *c, const char *p, size_t n)
         c->overflow = 1;
         return;
     }
-    if (c->in.len >= IN_CAP && c->st == CS_READ && !c->fake) {
-        /* no request in progress: plain TCP back-pressure is fine */
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        c->read_stopped = 1;
+    if (c->in.len >= IN_CAP && (c->st == CS_READ || c->body_st != BODY_NONE)) {
+        /* no request in progress, or a streamed body nobody reads yet: plain TCP
+         * back-pressure is fine */
+        conn_read_stop(c);
     }
 }
 
 static void conn_resume(conn *c)
 {
-    if (c->st != CS_READ || c->wait_drain)
+    if (!conn_parsing(c) || c->wait_drain)
         return;
-    if (c->in.len) {
-        size_t used = conn_parse(c, c->in.data, c->in.len);
+    if (c->in.len || c->kick) {
+        size_t used = conn_parse(c, c->in.data ? c->in.data : "", c->in.len);
         if (c->st == CS_CLOSED || c->st == CS_LINGER)
             return;
-        buf_consume(&c->in, used);
-        if (!c->in.len)
-            buf_free(&c->in);
+        if (c->overflow) {
+            buf_free(&c->in); /* a response started before the streamed body ended */
+        } else {
+            buf_consume(&c->in, used);
+            if (!c->in.len)
+                buf_free(&c->in);
+        }
     }
-    if (c->read_stopped && c->in.len < IN_CAP)
+    if (c->read_stopped && c->in.len < IN_CAP && c->body_st != BODY_PAUSED)
         conn_read_start(c);
 }
 
 static void conn_on_data(conn *c, const char *p, size_t n)
 {
+    if (c->st == CS_HANDLER && c->body_st == BODY_READ)
+        conn_timer(c, c->srv->cfg.body_timeout_ms, 0); /* inactivity: reset by every read */
     switch (c->st) {
     case CS_READ:
-        if (c->in.len || c->wait_drain || c->want_resume) {
+    case CS_HANDLER:
+        /* a request with the handler takes bytes only for the streamed body it reads */
+        if (!conn_parsing(c) || c->in.len || c->wait_drain || c->want_resume) {
             conn_stash(c, p, n);
             return;
         }
         {
             size_t used = conn_parse(c, p, n);
-            if (used < n && (c->st == CS_READ || c->st == CS_HANDLER || c->st == CS_SSE))
+            if (used < n &&
+                (c->st == CS_READ || c->st == CS_HANDLER || c->st == CS_SSE || c->st == CS_STREAM))
                 conn_stash(c, p + used, n - used);
         }
         return;
-    case CS_HANDLER:
-    case CS_SSE: conn_stash(c, p, n); return;
+    case CS_SSE:
+    case CS_STREAM: conn_stash(c, p, n); return;
     default: return; /* lingering or closed: discard */
     }
 }
@@ -765,11 +917,18 @@ static int on_message_begin(llhttp_t *p)
     r->refs = 1;
     r->hb.max = srv->cfg.max_header;
     r->body.max = srv->cfg.max_body;
+    r->xh.max = XH_MAX;
+    r->pub.content_length = -1;
     c->req = r;
     c->phase = PH_HEAD;
     c->hdr_bytes = 0;
     c->url_len = 0;
     c->trailer_bytes = 0;
+    c->max_body = srv->cfg.max_body;
+    c->body_bytes = 0;
+    c->body_st = BODY_NONE;
+    c->body_has = 0;
+    c->expect_cont = 0;
     c->hidx = -1;
     c->fname_len = 0;
     conn_timer(c, srv->cfg.header_timeout_ms, 0);
@@ -799,7 +958,7 @@ static int on_url_complete(llhttp_t *p)
 static int trailer_bytes(conn *c, size_t n)
 {
     c->trailer_bytes += n;
-    if (c->req->body.len + c->trailer_bytes > c->srv->cfg.max_body)
+    if (c->body_bytes + c->trailer_bytes > c->max_body)
         return cb_error(c, 413, "payload_too_large", "request body too large");
     return 0;
 }
@@ -893,11 +1052,34 @@ static int on_headers_complete(llhttp_t *p)
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     conn *c = p->data;
-    buf *b = &c->req->body;
-    if (b->len + c->trailer_bytes + n > c->srv->cfg.max_body || buf_append(b, at, n))
+    hreq *r = c->req;
+    if (c->body_bytes + c->trailer_bytes + n > c->max_body)
         return cb_error(c, 413, "payload_too_large", "request body too large");
+    c->body_bytes += n;
+    if (!r->pub.streaming)
+        return buf_append(&r->body, at, n)
+                   ? cb_error(c, 413, "payload_too_large", "request body too large")
+                   : 0;
+    if (!n)
+        return 0; /* llhttp flushes an open span at the end of every execute, even empty */
+    int rc = r->on_data ? r->on_data(&r->pub, at, n, r->body_ud) : 0;
+    if (c->st != CS_HANDLER || c->body_st != BODY_READ) {
+        /* answered (or gone) from inside on_data: r may be freed, stop here */
+        c->pause = PAUSE_BODY;
+        return HPE_PAUSED;
+    }
+    if (rc == 1) {
+        /* the bytes of this read that follow wait in c->in; the socket waits in the kernel */
+        c->body_st = BODY_PAUSED;
+        uv_timer_stop(&c->timer);
+        conn_read_stop(c);
+        c->pause = PAUSE_BODY;
+        return HPE_PAUSED;
+    }
     return 0;
 }
+
+static const char cont100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
 static int on_message_complete(llhttp_t *p)
 {
@@ -906,7 +1088,8 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
-/* Head complete (parser paused right after it). Returns nonzero when the request failed. */
+/* Head complete (parser paused right after it). Returns -1 when the request failed, 1 when
+ * it goes to the handler now with a streamed body, 0 when the body follows. */
 static int conn_headers_done(conn *c)
 {
     http_server *srv = c->srv;
@@ -917,12 +1100,28 @@ static int conn_headers_done(conn *c)
         return -1;
     }
     c->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade;
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > srv->cfg.max_body) {
+    req_finish_head(c, r);
+    if (p->flags & F_CONTENT_LENGTH)
+        r->pub.content_length = (int64_t)p->content_length;
+    if (srv->want && srv->want(&r->pub, srv->want_ud)) {
+        r->pub.streaming = 1;
+        c->max_body = srv->stream_max_body;
+    }
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->max_body) {
         conn_fail(c, 413, "payload_too_large", "request body too large");
         return -1;
     }
     c->phase = PH_BODY;
     int has_body = (p->flags & F_CHUNKED) || p->content_length > 0;
+    const char *expect = req_hdr(r, H_EXPECT);
+    int want_cont = has_body && expect && !strcasecmp(expect, "100-continue") &&
+                    p->http_major == 1 && p->http_minor >= 1;
+    if (r->pub.streaming) {
+        /* the body waits for http_body_read, and so does the interim response */
+        c->body_has = (unsigned char)has_body;
+        c->expect_cont = (unsigned char)want_cont;
+        return 1;
+    }
     if (!has_body) {
         uv_timer_stop(&c->timer);
         return 0;
@@ -931,10 +1130,8 @@ static int conn_headers_done(conn *c)
     if ((p->flags & F_CONTENT_LENGTH) &&
         !buf_reserve(&r->body, p->content_length < 65536 ? (size_t)p->content_length : 65536))
         r->body.data[r->body.len] = 0; /* CONNECT skips the body: keep it a valid string */
-    const char *expect = req_hdr(r, H_EXPECT);
-    if (expect && !strcasecmp(expect, "100-continue") && p->http_major == 1 && p->http_minor >= 1) {
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        conn_write(c, cont, sizeof cont - 1, NULL, 0, NULL);
+    if (want_cont) {
+        conn_write(c, cont100, sizeof cont100 - 1, NULL, 0, NULL);
         if (c->st != CS_READ)
             return -1;
     }
@@ -942,14 +1139,19 @@ static int conn_headers_done(conn *c)
     return 0;
 }
 
+/* Hands c->req to the handler: complete, or with only its head when the body is streamed. */
 static void conn_dispatch(conn *c)
 {
     http_server *srv = c->srv;
     hreq *r = c->req;
-    req_finish(c, r);
+    if (!r->pub.streaming) {
+        r->pub.body = r->body.data ? r->body.data : "";
+        r->pub.body_len = r->body.len;
+    }
     r->dispatched = 1;
     c->st = CS_HANDLER;
-    c->phase = PH_IDLE;
+    c->phase = r->pub.streaming ? PH_BODY : PH_IDLE;
+    c->body_st = r->pub.streaming ? BODY_WAIT : BODY_NONE;
     uv_timer_stop(&c->timer);
     LOGD(r->pub.rid, "request", "method=%s path=\"%s\"", r->pub.method_str, r->pub.path);
     srv->handler(&r->pub, srv->ud);
@@ -957,6 +1159,17 @@ static void conn_dispatch(conn *c)
 
 static void conn_parse_error(conn *c, llhttp_errno_t e)
 {
+    if (c->body_st != BODY_NONE) {
+        /* in a streamed body the handler reads */
+        int status = c->err_status ? c->err_status : 400;
+        c->err_status = 0;
+        if (status == 413)
+            conn_body_fail(c, 413, c->err_code, c->err_msg, -EMSGSIZE);
+        else
+            conn_body_fail(c, status, status == 400 ? "bad_request" : c->err_code,
+                           status == 400 ? "malformed HTTP request body" : c->err_msg, -ECONNRESET);
+        return;
+    }
     if (c->err_status) {
         conn_fail(c, c->err_status, c->err_code, c->err_msg);
         c->err_status = 0;
@@ -972,10 +1185,11 @@ static void conn_parse_error(conn *c, llhttp_errno_t e)
 static size_t conn_parse(conn *c, const char *p, size_t n)
 {
     size_t off = 0;
-    int kick = 0;
+    int kick = c->kick; /* a streamed body may complete without another byte */
+    c->kick = 0;
     unsigned char saved = c->in_parse;
     c->in_parse = 1;
-    while (c->st == CS_READ && !c->wait_drain && (off < n || kick)) {
+    while (conn_parsing(c) && !c->wait_drain && (off < n || kick)) {
         kick = 0;
         const char *at = p + off;
         size_t len = n - off;
@@ -997,14 +1211,26 @@ static size_t conn_parse(conn *c, const char *p, size_t n)
         }
         if (e == HPE_PAUSED && c->pause == PAUSE_HEADERS) {
             llhttp_resume(&c->parser);
-            if (conn_headers_done(c))
+            int rc = conn_headers_done(c);
+            if (rc < 0)
                 break;
+            if (rc > 0) {
+                conn_dispatch(c); /* streamed body: parsing stops until http_body_read */
+                continue;
+            }
             kick = 1; /* a request without body completes on a zero-length execute */
+            continue;
+        }
+        if (e == HPE_PAUSED && c->pause == PAUSE_BODY) {
+            llhttp_resume(&c->parser); /* on_data paused, or the request was answered */
             continue;
         }
         if (e == HPE_PAUSED && c->pause == PAUSE_MESSAGE) {
             llhttp_resume(&c->parser);
-            conn_dispatch(c);
+            if (c->body_st != BODY_NONE)
+                conn_body_end(c, 0); /* the handler may answer, and parsing go on */
+            else
+                conn_dispatch(c);
             continue;
         }
         conn_parse_error(c, e);
@@ -1131,7 +1357,24 @@ static void on_conn_timer(uv_timer_t *t)
                       c->phase == PH_HEAD ? "request header timeout" : "request body timeout");
         }
         break;
+    case CS_HANDLER:
+        if (c->body_st == BODY_READ)
+            conn_body_fail(c, 408, "timeout", "request body timeout", -ECONNRESET);
+        break;
     case CS_SSE: sse_queue(c, NULL, 0, 1); break;
+    case CS_STREAM: {
+        /* a download nobody reads: bytes queued a whole period, and neither a write completed
+         * nor the queue shrank (one big write drains without completing) */
+        size_t q = conn_queue(c);
+        if (q && c->wdone == c->wdone_armed && q >= c->last_q) {
+            LOGI(c->req ? c->req->pub.rid : NULL, "stalled reader dropped", "queued=%zu", q);
+            conn_close(c);
+        } else {
+            c->wdone_armed = c->wdone;
+            c->last_q = q;
+        }
+        break;
+    }
     case CS_LINGER: conn_close(c); break;
     default: break;
     }
@@ -1447,10 +1690,17 @@ static void respond(hreq *r, int status, const char *ctype, const char *body, si
         http_sse_end(&r->pub);
         return;
     }
+    if (r->stream) {
+        LOGW(r->pub.rid, "plain response on a streamed response, ending it", "status=%d", status);
+        free(own);
+        http_stream_end(&r->pub);
+        return;
+    }
     r->answered = 1;
     conn *c = r->c;
     if (c && c->st == CS_HANDLER) {
         http_server *srv = c->srv;
+        conn_body_settle(c);
         int ka = conn_ka(c);
         int bodyless = status < 200 || status == 204 || status == 304;
         int nobody = bodyless || r->head_only;
@@ -1465,7 +1715,7 @@ static void respond(hreq *r, int status, const char *ctype, const char *body, si
             }
             buf_printf(h, "Content-Length: %zu\r\n", len);
         }
-        head_end(h, ka, extra);
+        head_end(h, ka, r, extra);
         LOGD(r->pub.rid, "response", "status=%d len=%zu", status, len);
         conn_write(c, h->data, h->len, nobody ? NULL : body, nobody ? 0 : len, own);
         own = NULL;
@@ -1505,11 +1755,14 @@ int http_sse_start(http_req *req, const char *extra_headers)
 {
     hreq *r = (hreq *)req;
     conn *c = r->c;
-    if (r->answered || r->sse)
+    if (r->answered || r->sse || r->stream)
         return -EINVAL;
     if (!c || c->st != CS_HANDLER)
         return -ENOTCONN;
     http_server *srv = c->srv;
+    conn_body_settle(c);
+    if (c->st != CS_HANDLER)
+        return -ENOTCONN;
     r->sse = 1;
     c->st = CS_SSE;
     srv->nstreams++;
@@ -1524,7 +1777,7 @@ int http_sse_start(http_req *req, const char *extra_headers)
                 "X-Accel-Buffering: no\r\n");
     if (!c->sse_raw)
         buf_puts(h, "Transfer-Encoding: chunked\r\n");
-    head_end(h, c->sse_ka, extra_headers);
+    head_end(h, c->sse_ka, r, extra_headers);
     LOGD(r->pub.rid, "sse start", "%s", "");
     if (conn_write(c, h->data, h->len, NULL, 0, NULL) || c->st != CS_SSE)
         return -ENOTCONN;
@@ -1547,7 +1800,8 @@ int http_sse_send(http_req *req, const char *json, size_t len)
 size_t http_sse_queued(const http_req *req)
 {
     const hreq *r = (const hreq *)req;
-    return r->c && r->c->st == CS_SSE ? r->c->out.len + conn_queue(r->c) : 0;
+    return r->c && (r->c->st == CS_SSE || r->c->st == CS_STREAM) ? r->c->out.len + conn_queue(r->c)
+                                                                 : 0;
 }
 
 void http_sse_on_drain(http_req *req, http_drain_fn cb, void *ud)
@@ -1592,7 +1846,7 @@ void http_sse_end(http_req *req)
 int http_req_alive(const http_req *req)
 {
     const hreq *r = (const hreq *)req;
-    return r->c && (r->c->st == CS_HANDLER || r->c->st == CS_SSE);
+    return r->c && (r->c->st == CS_HANDLER || r->c->st == CS_SSE || r->c->st == CS_STREAM);
 }
 
 void http_req_on_close(http_req *req, http_close_fn cb, void *ud)
@@ -1610,6 +1864,169 @@ void http_req_ref(http_req *req)
 void http_req_unref(http_req *req)
 {
     hreq *r = (hreq *)req;
+    r->refs--;
+    req_maybe_free(r);
+}
+
+void http_req_add_headers(http_req *req, const char *lines)
+{
+    hreq *r = (hreq *)req;
+    if (!lines || r->answered)
+        return;
+    /* whole lines only, each ending in CRLF, so a cut can never break the head */
+    const char *p = lines;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        size_t body = n && p[n - 1] == '\r' ? n - 1 : n;
+        if (body && (r->xh.len + body + 2 > XH_MAX || buf_append(&r->xh, p, body) ||
+                     buf_puts(&r->xh, "\r\n"))) {
+            LOGW(r->pub.rid, "response headers over the limit, dropped", "max=%d", XH_MAX);
+            return;
+        }
+        p += nl ? n + 1 : n;
+    }
+}
+
+/* ---------------------------------------------------------------- streamed request bodies */
+
+void http_server_stream_bodies(http_server *srv, http_stream_want_fn want, size_t max_body,
+                               void *ud)
+{
+    srv->want = want;
+    srv->want_ud = ud;
+    srv->stream_max_body = max_body ? max_body : srv->cfg.max_body;
+}
+
+/* Parsing goes on from the loop (check handle), never from inside the caller's call. */
+static void conn_body_go(conn *c)
+{
+    c->body_st = BODY_READ;
+    conn_timer(c, c->srv->cfg.body_timeout_ms, 0);
+    c->kick = 1;
+    c->want_resume = 1;
+    srv_pending_add(c->srv, c);
+}
+
+int http_body_read(http_req *req, http_body_data_fn on_data, http_body_end_fn on_end, void *ud)
+{
+    hreq *r = (hreq *)req;
+    conn *c = r->c;
+    if (!r->pub.streaming || r->reading || r->answered)
+        return -EINVAL;
+    if (!c)
+        return -ENOTCONN;
+    r->reading = 1;
+    r->on_data = on_data;
+    r->on_end = on_end;
+    r->body_ud = ud;
+    if (c->st != CS_HANDLER || c->body_st != BODY_WAIT)
+        return 0; /* closing: the close callback of the connection reports -ECONNRESET */
+    if (c->expect_cont) {
+        c->expect_cont = 0;
+        conn_write(c, cont100, sizeof cont100 - 1, NULL, 0, NULL);
+        if (c->st != CS_HANDLER)
+            return 0;
+    }
+    conn_body_go(c);
+    return 0;
+}
+
+void http_body_resume(http_req *req)
+{
+    hreq *r = (hreq *)req;
+    conn *c = r->c;
+    if (r->answered || !c || c->req != r || c->st != CS_HANDLER || c->body_st != BODY_PAUSED)
+        return;
+    conn_body_go(c);
+}
+
+/* ---------------------------------------------------------------- streamed responses */
+
+int http_stream_start(http_req *req, int status, const char *content_type, uint64_t length,
+                      const char *extra_headers)
+{
+    hreq *r = (hreq *)req;
+    conn *c = r->c;
+    if (r->answered || r->sse || r->stream)
+        return -EINVAL;
+    if (!c || c->st != CS_HANDLER)
+        return -ENOTCONN;
+    http_server *srv = c->srv;
+    conn_body_settle(c);
+    if (c->st != CS_HANDLER)
+        return -ENOTCONN;
+    int bodyless = status < 200 || status == 204 || status == 304;
+    r->stream = 1;
+    c->st = CS_STREAM;
+    c->stream_discard = (unsigned char)(bodyless || r->head_only);
+    c->stream_left = c->stream_discard ? 0 : length;
+    c->sse_ka = (unsigned char)conn_ka(c);
+    buf *h = &srv->wb;
+    buf_reset(h);
+    head_start(h, srv, status);
+    if (!bodyless) {
+        if (content_type) {
+            buf_puts(h, "Content-Type: ");
+            buf_puts(h, content_type);
+            buf_puts(h, "\r\n");
+        }
+        buf_printf(h, "Content-Length: %llu\r\n", (unsigned long long)length);
+    }
+    head_end(h, c->sse_ka, r, extra_headers);
+    LOGD(r->pub.rid, "stream start", "status=%d len=%llu", status, (unsigned long long)length);
+    if (conn_write(c, h->data, h->len, NULL, 0, NULL) || c->st != CS_STREAM)
+        return -ENOTCONN;
+    c->wdone_armed = c->wdone;
+    conn_timer(c, srv->cfg.idle_timeout_ms, srv->cfg.idle_timeout_ms);
+    return 0;
+}
+
+int http_stream_write(http_req *req, const char *data, size_t len)
+{
+    hreq *r = (hreq *)req;
+    conn *c = r->c;
+    if (!c || c->st == CS_CLOSED || c->st == CS_LINGER)
+        return -ENOTCONN;
+    if (!r->stream || r->answered || c->st != CS_STREAM)
+        return -EINVAL;
+    if (c->stream_discard || !len)
+        return 0;
+    if (len > c->stream_left) {
+        LOGW(r->pub.rid, "write past the Content-Length of a streamed response", "len=%zu", len);
+        return -EINVAL; /* the bytes would be read as the next response */
+    }
+    c->stream_left -= len;
+    if (conn_write(c, data, len, NULL, 0, NULL) || c->st != CS_STREAM)
+        return -ENOTCONN;
+    return 0;
+}
+
+void http_stream_end(http_req *req)
+{
+    hreq *r = (hreq *)req;
+    if (r->answered)
+        return;
+    if (!r->stream) {
+        /* as http_sse_end: completes a request whose stream could not start */
+        if (http_req_alive(req))
+            LOGW(r->pub.rid, "http_stream_end without http_stream_start", "%s", "");
+        http_respond_error(req, 500, "internal", "stream was not started");
+        return;
+    }
+    r->answered = 1;
+    conn *c = r->c;
+    if (c && c->st == CS_STREAM) {
+        c->st = CS_HANDLER;
+        uv_timer_stop(&c->timer);
+        int complete = c->stream_left == 0;
+        if (!complete)
+            LOGW(r->pub.rid, "streamed response ended short, closing", "missing=%llu",
+                 (unsigned long long)c->stream_left);
+        LOGD(r->pub.rid, "stream end", "%s", "");
+        conn_response_done(c, complete && c->sse_ka && conn_ka(c));
+    }
+    req_detach(r);
     r->refs--;
     req_maybe_free(r);
 }

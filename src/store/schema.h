@@ -11,7 +11,8 @@
  * - items and feedback cascade from threads, so deleting a thread is one statement.
  * - threads/items/attachments/feedback carry account_id and user_id so every query filters by
  *   the scope without a join. Threads have no foreign keys to tenants: scoping is by value.
- * - attachments.thread_id has no foreign key: deleting a thread leaves its attachments.
+ * - attachments.thread_id has no foreign key: deleting a thread detaches its attachments
+ *   (thread_id NULL, created_us 0) and the sweep of unattached ones removes rows and bytes.
  * - runs (token usage) have no foreign keys either: the account's usage survives deleting the
  *   thread; lists are newest first, by (started_us, seq). */
 #ifndef CK_STORE_SCHEMA_H
@@ -123,6 +124,19 @@ static const char *const store_schema_steps[] = {
     "  ended_us INTEGER NOT NULL);"
     "CREATE INDEX runs_account ON runs(account_id, started_us);"
     "CREATE INDEX runs_thread ON runs(thread_id, started_us);",
+
+    /* version 3: authentication and uploads.
+     * - accounts.external_id: the host application's id for the account (JWT "account").
+     * - tokens.kind: "api" (bearer tokens), "session" (cookie), "login" (one-time login links).
+     * - attachments.agent_id: the agent the attachment was created for; claimed_us: when an
+     *   upload of its bytes started (uploaded = 2 while it runs, 1 once stored). The partial
+     *   index serves the sweep of attachments never attached to a message. */
+    "ALTER TABLE accounts ADD COLUMN external_id TEXT;"
+    "CREATE UNIQUE INDEX accounts_external ON accounts(external_id) WHERE external_id IS NOT NULL;"
+    "ALTER TABLE tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'api';"
+    "ALTER TABLE attachments ADD COLUMN agent_id TEXT;"
+    "ALTER TABLE attachments ADD COLUMN claimed_us INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX attachments_unattached ON attachments(created_us) WHERE thread_id IS NULL;",
 };
 
 #define STORE_SCHEMA_VERSION ((int)(sizeof store_schema_steps / sizeof *store_schema_steps))

@@ -66,6 +66,14 @@ enum {
     S_ATT_SAVE,
     S_ATT_LOAD,
     S_ATT_DELETE,
+    S_ATT_CLAIM,
+    S_ATT_GET,
+    S_ATT_FINISH,
+    S_ATT_SWEEP,
+    S_ATT_ORPHAN,
+    S_ACCT_REF,
+    S_USER_BY_EXT,
+    S_TOKEN_USE,
     S_FB_ADD,
     S_FB_COUNT,
     S_RUN_ADD,
@@ -92,10 +100,12 @@ enum {
     "INSERT INTO items(id, thread_id, account_id, user_id, created_us, type, hidden, json) "       \
     "SELECT ?4, t.id, t.account_id, t.user_id, ?5, ?6, ?7, ?8 FROM threads t "                     \
     "WHERE t.id = ?1 AND t.account_id = ?2 AND t.user_id = ?3"
-#define ACCT_COLS  "id, name, created_us "
+#define ACCT_COLS  "id, name, created_us, external_id "
 #define USER_COLS  "id, account_id, name, external_id, created_us "
 #define AGENT_COLS "id, account_id, name, model, instructions, config_json, created_us "
-#define ATT_COLS   "id, thread_id, name, mime_type, size, json, metadata_json, uploaded, created_us "
+#define ATT_COLS                                                                                   \
+    "id, thread_id, name, mime_type, size, json, metadata_json, uploaded, created_us, agent_id, "   \
+    "claimed_us "
 #define RUN_COLS                                                                                   \
     "id, thread_id, agent_id, model, status, input_tokens, output_tokens, model_calls, "           \
     "tool_calls, started_us, ended_us "
@@ -111,7 +121,12 @@ static const char *const sql_text[S_N] = {
     [S_SAVEPOINT] = "SAVEPOINT sp",
     [S_SP_RELEASE] = "RELEASE sp",
     [S_SP_ROLLBACK] = "ROLLBACK TO sp",
-    [S_ACCT_INSERT] = "INSERT INTO accounts(id, name, created_us) VALUES(?1, ?2, ?3)",
+    [S_ACCT_INSERT] =
+        "INSERT INTO accounts(id, name, created_us, external_id) VALUES(?1, ?2, ?3, ?4)",
+    /* an account's own id wins over another account's external id that happens to equal it */
+    [S_ACCT_REF] = "SELECT " ACCT_COLS "FROM accounts WHERE id = ?1 OR external_id = ?1 "
+                   "ORDER BY id = ?1 DESC LIMIT 1",
+    [S_USER_BY_EXT] = "SELECT " USER_COLS "FROM users WHERE account_id = ?1 AND external_id = ?2",
     [S_ACCT_GET] = "SELECT " ACCT_COLS "FROM accounts WHERE id = ?1",
     [S_ACCT_BY_NAME] =
         "SELECT " ACCT_COLS "FROM accounts WHERE name = ?1 ORDER BY created_us, rowid LIMIT 1",
@@ -126,10 +141,12 @@ static const char *const sql_text[S_N] = {
     [S_AGENTS_LIST] =
         "SELECT " AGENT_COLS "FROM agents WHERE account_id = ?1 ORDER BY created_us, rowid",
     [S_TOKEN_INSERT] =
-        "INSERT INTO tokens(hash, user_id, created_us, expires_us) VALUES(?1, ?2, ?3, ?4)",
+        "INSERT INTO tokens(hash, user_id, created_us, expires_us, kind) VALUES(?1, ?2, ?3, ?4, ?5)",
     [S_TOKEN_LOOKUP] = "SELECT u.account_id, u.id, t.expires_us FROM tokens t "
-                       "JOIN users u ON u.id = t.user_id WHERE t.hash = ?1 AND "
+                       "JOIN users u ON u.id = t.user_id WHERE t.hash = ?1 AND t.kind = ?3 AND "
                        "t.revoked_us IS NULL AND (t.expires_us = 0 OR t.expires_us > ?2)",
+    [S_TOKEN_USE] = "UPDATE tokens SET revoked_us = ?2 WHERE hash = ?1 AND kind = 'login' AND "
+                    "revoked_us IS NULL AND (expires_us = 0 OR expires_us > ?2)",
     /* coalesce keeps the first revocation time and makes a repeat revoke succeed */
     [S_TOKEN_REVOKE] = "UPDATE tokens SET revoked_us = coalesce(revoked_us, ?2) WHERE hash = ?1",
     [S_THREAD_INSERT] = "INSERT INTO threads(id, account_id, user_id, agent_id, title, "
@@ -161,16 +178,29 @@ static const char *const sql_text[S_N] = {
     [S_ITEMS_DESC] = ITEMS_PAGE("<", "DESC"),
     /* The DO UPDATE only applies to the owner's row: another scope's id is a conflict. */
     [S_ATT_SAVE] = "INSERT INTO attachments(id, account_id, user_id, thread_id, name, mime_type, "
-                   "size, json, metadata_json, uploaded, created_us) "
-                   "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+                   "size, json, metadata_json, uploaded, created_us, agent_id, claimed_us) "
+                   "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) "
                    "ON CONFLICT(id) DO UPDATE SET thread_id = excluded.thread_id, "
                    "name = excluded.name, mime_type = excluded.mime_type, size = excluded.size, "
                    "json = excluded.json, metadata_json = excluded.metadata_json, "
-                   "uploaded = excluded.uploaded WHERE attachments.account_id = "
+                   "uploaded = excluded.uploaded, agent_id = excluded.agent_id, "
+                   "claimed_us = excluded.claimed_us WHERE attachments.account_id = "
                    "excluded.account_id AND attachments.user_id = excluded.user_id",
     [S_ATT_LOAD] =
         "SELECT " ATT_COLS "FROM attachments WHERE id = ?1 AND account_id = ?2 AND user_id = ?3",
     [S_ATT_DELETE] = "DELETE FROM attachments WHERE id = ?1 AND account_id = ?2 AND user_id = ?3",
+    [S_ATT_GET] = "SELECT " ATT_COLS "FROM attachments WHERE id = ?1",
+    [S_ATT_CLAIM] = "UPDATE attachments SET uploaded = 2, claimed_us = ?4 WHERE id = ?1 AND "
+                    "account_id = ?2 AND user_id = ?3 AND (uploaded = 0 OR (uploaded = 2 AND "
+                    "claimed_us < ?5))",
+    [S_ATT_FINISH] = "UPDATE attachments SET uploaded = ?4, json = coalesce(?5, json) WHERE "
+                     "id = ?1 AND account_id = ?2 AND user_id = ?3 AND uploaded = 2",
+    [S_ATT_SWEEP] = "DELETE FROM attachments WHERE id IN (SELECT id FROM attachments WHERE "
+                    "thread_id IS NULL AND created_us < ?1 ORDER BY created_us LIMIT ?2) "
+                    "RETURNING id",
+    /* a deleted thread's attachments become unattached and due at once */
+    [S_ATT_ORPHAN] = "UPDATE attachments SET thread_id = NULL, created_us = 0 WHERE "
+                     "thread_id = ?1 AND account_id = ?2 AND user_id = ?3",
     [S_FB_ADD] = "INSERT INTO feedback(account_id, user_id, thread_id, item_id, kind, created_us) "
                  "SELECT i.account_id, i.user_id, i.thread_id, i.id, ?5, ?6 FROM items i "
                  "WHERE i.thread_id = ?1 AND i.account_id = ?2 AND i.user_id = ?3 AND i.id = ?4",
@@ -596,6 +626,7 @@ static void read_account(sqlite3_stmt *st, store_account *a)
     col_fixed(st, 0, a->id, sizeof a->id);
     a->name = col_str_nn(st, 1);
     a->created_us = sqlite3_column_int64(st, 2);
+    a->external_id = col_str(st, 3);
 }
 
 static void read_user(sqlite3_stmt *st, store_user *u)
@@ -697,6 +728,7 @@ int store_account_create(store_conn *c, store_account *a)
     bind_str(st, 1, a->id);
     bind_str(st, 2, a->name);
     sqlite3_bind_int64(st, 3, a->created_us);
+    bind_opt_id(st, 4, a->external_id);
     return run(c, st);
 }
 
@@ -708,6 +740,11 @@ int store_account_get(store_conn *c, const char *id, store_account *out)
 int store_account_find_by_name(store_conn *c, const char *name, store_account *out)
 {
     return one_by_key(c, S_ACCT_BY_NAME, name, rd_account, out, sizeof *out);
+}
+
+int store_account_find_ref(store_conn *c, const char *key, store_account *out)
+{
+    return one_by_key(c, S_ACCT_REF, key, rd_account, out, sizeof *out);
 }
 
 int store_user_create(store_conn *c, store_user *u)
@@ -743,6 +780,29 @@ int store_user_find_by_name(store_conn *c, const char *account_id, const char *n
     bind_str(st, 1, account_id);
     bind_str(st, 2, name);
     return one_row(c, st, rd_user, out);
+}
+
+int store_user_ensure_external(store_conn *c, const char *account_id, const char *external_id,
+                               const char *name, store_user *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!is_id(account_id) || !external_id || !external_id[0])
+        return invalid(c, "account_id / external_id");
+    sqlite3_stmt *st = get(c, S_USER_BY_EXT);
+    if (!st)
+        return STORE_EIO;
+    bind_str(st, 1, account_id);
+    bind_str(st, 2, external_id);
+    int rc = one_row(c, st, rd_user, out);
+    if (rc != STORE_ENOTFOUND)
+        return rc;
+    snprintf(out->account_id, sizeof out->account_id, "%s", account_id);
+    out->name = xstrdup(name && name[0] ? name : external_id);
+    out->external_id = xstrdup(external_id);
+    rc = store_user_create(c, out);
+    if (rc)
+        store_user_clear(out);
+    return rc;
 }
 
 int store_agent_create(store_conn *c, store_agent *a)
@@ -811,8 +871,14 @@ int store_agents_list(store_conn *c, const char *account_id, store_agent **out, 
 int store_token_create(store_conn *c, const char *token_hash, const char *user_id,
                        int64_t expires_us)
 {
-    if (!token_hash || !token_hash[0] || !user_id)
-        return invalid(c, "token hash / user_id");
+    return store_token_create_kind(c, token_hash, user_id, expires_us, STORE_TOKEN_API);
+}
+
+int store_token_create_kind(store_conn *c, const char *token_hash, const char *user_id,
+                            int64_t expires_us, const char *kind)
+{
+    if (!token_hash || !token_hash[0] || !user_id || !kind)
+        return invalid(c, "token hash / user_id / kind");
     sqlite3_stmt *st = get(c, S_TOKEN_INSERT);
     if (!st)
         return STORE_EIO;
@@ -820,6 +886,7 @@ int store_token_create(store_conn *c, const char *token_hash, const char *user_i
     bind_str(st, 2, user_id);
     sqlite3_bind_int64(st, 3, ts_now_us());
     sqlite3_bind_int64(st, 4, expires_us);
+    bind_str(st, 5, kind);
     return run(c, st);
 }
 
@@ -833,15 +900,39 @@ static void rd_auth(sqlite3_stmt *st, void *out)
 
 int store_token_lookup(store_conn *c, const char *token_hash, int64_t now_us, store_auth *out)
 {
+    return store_token_lookup_kind(c, token_hash, STORE_TOKEN_API, now_us, out);
+}
+
+int store_token_lookup_kind(store_conn *c, const char *token_hash, const char *kind,
+                            int64_t now_us, store_auth *out)
+{
     memset(out, 0, sizeof *out);
-    if (!token_hash)
-        return invalid(c, "token hash");
+    if (!token_hash || !kind)
+        return invalid(c, "token hash / kind");
     sqlite3_stmt *st = get(c, S_TOKEN_LOOKUP);
     if (!st)
         return STORE_EIO;
     bind_str(st, 1, token_hash);
     sqlite3_bind_int64(st, 2, now_us);
+    bind_str(st, 3, kind);
     return one_row(c, st, rd_auth, out);
+}
+
+int store_login_consume(store_conn *c, const char *login_hash, int64_t now_us,
+                        const char *session_hash, int64_t session_expires_us, store_auth *out)
+{
+    int rc = store_token_lookup_kind(c, login_hash, STORE_TOKEN_LOGIN, now_us, out);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = get(c, S_TOKEN_USE);
+    if (!st)
+        return STORE_EIO;
+    bind_str(st, 1, login_hash);
+    sqlite3_bind_int64(st, 2, now_us);
+    if ((rc = run_changed(c, st)))
+        return rc;
+    return store_token_create_kind(c, session_hash, out->scope.user_id, session_expires_us,
+                                   STORE_TOKEN_SESSION);
 }
 
 int store_token_revoke(store_conn *c, const char *token_hash)
@@ -943,7 +1034,11 @@ int store_thread_delete(store_conn *c, const store_scope *sc, const char *id)
     if (ret)
         return ret;
     /* items and feedback go with it: ON DELETE CASCADE */
-    return run_changed(c, st);
+    if ((ret = run_changed(c, st)))
+        return ret;
+    /* its attachments are swept (bytes and rows) by store_attachments_sweep */
+    scoped_id(c, S_ATT_ORPHAN, sc, id, "thread id", &st);
+    return run(c, st);
 }
 
 /* Position (created_us, seq) of the cursor row, scoped like the list it pages. */
@@ -1128,6 +1223,8 @@ static void read_attachment(sqlite3_stmt *st, store_attachment *a)
     a->metadata_json = col_str_nn(st, 6);
     a->uploaded = sqlite3_column_int(st, 7);
     a->created_us = sqlite3_column_int64(st, 8);
+    col_fixed(st, 9, a->agent_id, sizeof a->agent_id);
+    a->claimed_us = sqlite3_column_int64(st, 10);
 }
 
 static void rd_attachment(sqlite3_stmt *st, void *out)
@@ -1153,6 +1250,8 @@ int store_attachment_save(store_conn *c, const store_scope *sc, const store_atta
     bind_str(st, 9, a->metadata_json ? a->metadata_json : "{}");
     sqlite3_bind_int(st, 10, a->uploaded);
     sqlite3_bind_int64(st, 11, a->created_us ? a->created_us : ts_now_us());
+    bind_opt_id(st, 12, a->agent_id);
+    sqlite3_bind_int64(st, 13, a->claimed_us);
     int rc = run(c, st);
     if (rc == 0 && sqlite3_changes(c->db) == 0) {
         set_err(c, "attachment id belongs to another user");
@@ -1177,6 +1276,77 @@ int store_attachment_delete(store_conn *c, const store_scope *sc, const char *id
     if (ret)
         return ret;
     return run_changed(c, st);
+}
+
+int store_attachment_get(store_conn *c, const char *id, store_attachment *out)
+{
+    return one_by_key(c, S_ATT_GET, id, rd_attachment, out, sizeof *out);
+}
+
+int store_attachment_claim(store_conn *c, const store_scope *sc, const char *id, int64_t now_us,
+                           int64_t stale_us, store_attachment *out)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *st;
+    int rc = scoped_id(c, S_ATT_CLAIM, sc, id, "attachment id", &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 4, now_us);
+    sqlite3_bind_int64(st, 5, stale_us);
+    if ((rc = run(c, st)))
+        return rc;
+    int changed = sqlite3_changes(c->db);
+    if ((rc = store_attachment_load(c, sc, id, out)))
+        return rc;
+    if (!changed) {
+        set_err(c, "the attachment's bytes are stored or being uploaded");
+        return STORE_ECONFLICT;
+    }
+    return 0;
+}
+
+int store_attachment_finish(store_conn *c, const store_scope *sc, const char *id, int state,
+                            const char *json)
+{
+    if (state != STORE_UPLOAD_DONE && state != STORE_UPLOAD_NONE)
+        return invalid(c, "upload state");
+    sqlite3_stmt *st;
+    int rc = scoped_id(c, S_ATT_FINISH, sc, id, "attachment id", &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int(st, 4, state);
+    bind_str(st, 5, json);
+    return run_changed(c, st);
+}
+
+int store_attachments_sweep(store_conn *c, int64_t before_us, size_t limit,
+                            char (**ids)[STORE_ID_MAX], size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    if (!limit)
+        return 0;
+    sqlite3_stmt *st = get(c, S_ATT_SWEEP);
+    if (!st)
+        return STORE_EIO;
+    sqlite3_bind_int64(st, 1, before_us);
+    sqlite3_bind_int64(st, 2, limit > INT32_MAX ? INT32_MAX : (int64_t)limit);
+    char(*v)[STORE_ID_MAX] = NULL;
+    size_t len = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        v = grow(v, &cap, len + 1, sizeof *v, SIZE_MAX / sizeof *v);
+        col_fixed(st, 0, v[len++], STORE_ID_MAX);
+    }
+    int ret = rc == SQLITE_DONE ? 0 : fail(c, rc);
+    sqlite3_reset(st);
+    if (ret) {
+        free(v);
+        return ret;
+    }
+    *ids = v;
+    *n = len;
+    return 0;
 }
 
 /* ---- feedback ---- */
@@ -1311,6 +1481,7 @@ void store_account_clear(store_account *a)
     if (!a)
         return;
     free(a->name);
+    free(a->external_id);
     memset(a, 0, sizeof *a);
 }
 

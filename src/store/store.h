@@ -37,6 +37,7 @@ typedef struct store_scope {
 typedef struct store_account {
     char id[STORE_ID_MAX];
     char *name;
+    char *external_id; /* NULL unless set: the host application's id (JWT "account" claim) */
     int64_t created_us;
 } store_account;
 
@@ -115,9 +116,12 @@ typedef struct store_attachment {
     int64_t size;
     char *json;        /* the Attachment as sent to clients (no metadata) */
     char *metadata_json; /* server-private, "{}" when none */
-    int uploaded;      /* bytes received */
+    char agent_id[STORE_ID_MAX]; /* "" = none recorded */
+    int uploaded;      /* STORE_UPLOAD_*: 0 waiting for bytes, 1 bytes stored, 2 upload running */
+    int64_t claimed_us; /* when the running (or last) upload started */
     int64_t created_us;
 } store_attachment;
+enum { STORE_UPLOAD_NONE = 0, STORE_UPLOAD_DONE = 1, STORE_UPLOAD_RUNNING = 2 };
 
 /* ---- connection (sync) ---- */
 /* url: "sqlite:PATH" (":memory:" allowed for tests). Opens and applies migrations when
@@ -140,14 +144,34 @@ int store_user_create(store_conn *c, store_user *u);
 int store_user_get(store_conn *c, const char *id, store_user *out);
 int store_user_find_by_name(store_conn *c, const char *account_id, const char *name, store_user *out);
 int store_account_find_by_name(store_conn *c, const char *name, store_account *out);
+/* The account whose id or external_id is key (a JWT's "account" claim). */
+int store_account_find_ref(store_conn *c, const char *key, store_account *out);
+/* The user of the account with this external id, created (named name, else the external id)
+ * when there is none yet: the users a host application's JWTs name appear on first sight. */
+int store_user_ensure_external(store_conn *c, const char *account_id, const char *external_id,
+                               const char *name, store_user *out);
 int store_agent_create(store_conn *c, store_agent *a);
 int store_agent_get(store_conn *c, const char *account_id, const char *id, store_agent *out);
 /* All agents of an account, oldest first. */
 int store_agents_list(store_conn *c, const char *account_id, store_agent **out, size_t *n);
-/* token_hash: lowercase hex SHA-256 of the token. */
+/* token_hash: lowercase hex SHA-256 of the token. Tokens have a kind (STORE_TOKEN_*): a bearer
+ * token is never accepted as a cookie or a login link and the other way round. The functions
+ * without _kind are for STORE_TOKEN_API. */
+#define STORE_TOKEN_API "api"
+#define STORE_TOKEN_SESSION "session"
+#define STORE_TOKEN_LOGIN "login"
 int store_token_create(store_conn *c, const char *token_hash, const char *user_id, int64_t expires_us);
-/* ENOTFOUND when unknown, revoked or expired (now_us). */
+int store_token_create_kind(store_conn *c, const char *token_hash, const char *user_id,
+                            int64_t expires_us, const char *kind);
+/* ENOTFOUND when unknown, revoked, expired (now_us) or of another kind. */
 int store_token_lookup(store_conn *c, const char *token_hash, int64_t now_us, store_auth *out);
+int store_token_lookup_kind(store_conn *c, const char *token_hash, const char *kind,
+                            int64_t now_us, store_auth *out);
+/* Uses a one-time login token: revokes it and creates a session token (session_hash, expiring
+ * at session_expires_us) for its user, whom out names. ENOTFOUND when the login token is
+ * unknown, used, revoked or expired. Run it inside a write transaction. */
+int store_login_consume(store_conn *c, const char *login_hash, int64_t now_us,
+                        const char *session_hash, int64_t session_expires_us, store_auth *out);
 int store_token_revoke(store_conn *c, const char *token_hash);
 
 /* threads */
@@ -176,6 +200,25 @@ int store_items_list(store_conn *c, const store_scope *sc, const char *thread_id
 int store_attachment_save(store_conn *c, const store_scope *sc, const store_attachment *a);
 int store_attachment_load(store_conn *c, const store_scope *sc, const char *id, store_attachment *out);
 int store_attachment_delete(store_conn *c, const store_scope *sc, const char *id);
+/* Unscoped: only for a request that proved its right to the attachment otherwise (a signed
+ * preview URL names the id it may read). */
+int store_attachment_get(store_conn *c, const char *id, store_attachment *out);
+/* Starts the upload of an attachment's bytes: it must be visible to sc and waiting for them
+ * (uploaded 0, or 2 with claimed_us before stale_us: an upload that died). Sets uploaded = 2,
+ * claimed_us = now_us and returns the row in out. ENOTFOUND when not visible, ECONFLICT when
+ * its bytes are stored or another upload runs. */
+int store_attachment_claim(store_conn *c, const store_scope *sc, const char *id, int64_t now_us,
+                           int64_t stale_us, store_attachment *out);
+/* Ends the running upload (uploaded 2) with state STORE_UPLOAD_DONE (json: the attachment as
+ * clients see it, NULL keeps it) or STORE_UPLOAD_NONE (failed: may be uploaded again).
+ * ENOTFOUND when the attachment is gone or no upload runs. */
+int store_attachment_finish(store_conn *c, const store_scope *sc, const char *id, int state,
+                            const char *json);
+/* Deletes up to limit attachments that were never attached to a message and were created
+ * before before_us, or whose thread was deleted; *ids (malloc'd, free with free()) gets their
+ * ids so the caller can remove the bytes. */
+int store_attachments_sweep(store_conn *c, int64_t before_us, size_t limit,
+                            char (**ids)[STORE_ID_MAX], size_t *n);
 
 /* feedback: one row per item id; kind "positive" | "negative". Items must belong to the thread. */
 int store_feedback_add(store_conn *c, const store_scope *sc, const char *thread_id,

@@ -65,6 +65,22 @@ static const opt opts[] = {
     {"mcp-idle", "CHATKIT_MCP_IDLE_MS", K_MS, O(mcp_idle_ms), "300000", 0},
     {"mcp-elicit-timeout", "CHATKIT_MCP_ELICIT_TIMEOUT_MS", K_MS, O(mcp_elicit_timeout_ms), "600000", 0},
     {"attachment-image-max", "CHATKIT_ATTACHMENT_IMAGE_MAX_BYTES", K_SIZE, O(attachment_image_max), "20MiB", 0},
+    /* authentication, CORS, limits (docs/security.md) */
+    {NULL, "CHATKIT_JWT_SECRET", K_STR, O(jwt_secret), "", 1},
+    {"jwt-issuer", "CHATKIT_JWT_ISSUER", K_STR, O(jwt_issuer), "", 0},
+    {"jwt-audience", "CHATKIT_JWT_AUDIENCE", K_STR, O(jwt_audience), "", 0},
+    {"jwt-leeway", "CHATKIT_JWT_LEEWAY_S", K_UINT, O(jwt_leeway_s), "30", 0},
+    {NULL, "CHATKIT_CLIENT_SECRET", K_STR, O(client_secret), "", 1},
+    {NULL, "CHATKIT_SECRET_KEY", K_STR, O(secret_key), "", 1},
+    {"allowed-origins", "CHATKIT_ALLOWED_ORIGINS", K_STR, O(allowed_origins), "", 0},
+    {"cookie-secure", "CHATKIT_COOKIE_SECURE", K_BOOL, O(cookie_secure), "0", 0},
+    {"session-ttl", "CHATKIT_SESSION_TTL_S", K_UINT, O(session_ttl_s), "2592000", 0},
+    {"login-ttl", "CHATKIT_LOGIN_TTL_S", K_UINT, O(login_ttl_s), "900", 0},
+    {"rate-limit-rpm", "CHATKIT_RATE_LIMIT_RPM", K_UINT, O(rate_limit_rpm), "600", 0},
+    {"max-streams-per-user", "CHATKIT_MAX_STREAMS_PER_USER", K_UINT, O(max_streams_per_user), "10", 0},
+    {"preview-ttl", "CHATKIT_PREVIEW_TTL_S", K_UINT, O(preview_ttl_s), "3600", 0},
+    {"unattached-ttl", "CHATKIT_UNATTACHED_TTL_S", K_UINT, O(unattached_ttl_s), "86400", 0},
+    {"cleanup-interval", "CHATKIT_CLEANUP_INTERVAL_MS", K_MS, O(cleanup_interval_ms), "600000", 0},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -225,6 +241,17 @@ int config_finish(config *c, char *err, size_t errlen)
         snprintf(err, errlen, "invalid value for CHATKIT_MAX_BODY_BYTES: at least 1024");
         return -EINVAL;
     }
+    if (*c->jwt_secret && strlen(c->jwt_secret) < 32) {
+        snprintf(err, errlen, "invalid value for CHATKIT_JWT_SECRET: at least 32 bytes (HS256 "
+                              "needs a 256-bit key)");
+        return -EINVAL;
+    }
+    if (*c->secret_key && strlen(c->secret_key) < 32) {
+        snprintf(err, errlen, "invalid value for CHATKIT_SECRET_KEY: at least 32 bytes");
+        return -EINVAL;
+    }
+    if (!strncmp(c->public_url, "https://", 8))
+        c->cookie_secure = 1;
     if (c->store_readers < 1 || c->store_readers > 64) {
         snprintf(err, errlen, "invalid value for CHATKIT_STORE_READERS: 1..64");
         return -EINVAL;
@@ -259,11 +286,6 @@ char *config_dump(const config *c)
         }
         }
         json_object_set_new(o, opts[i].env, v);
-    }
-    static const char *secrets[] = {"CHATKIT_CLIENT_SECRET", "CHATKIT_JWT_SECRET"};
-    for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++) {
-        const char *v = getenv(secrets[i]);
-        json_object_set_new(o, secrets[i], json_string(v && *v ? "***" : ""));
     }
     char *s = json_dumps(o, JSON_INDENT(2));
     json_decref(o);

@@ -48,6 +48,24 @@ typedef struct config {
     unsigned mcp_idle_ms;         /* CHATKIT_MCP_IDLE_MS, 5 min: unused servers are stopped */
     unsigned mcp_elicit_timeout_ms; /* CHATKIT_MCP_ELICIT_TIMEOUT_MS, 10 min: an MCP server's
                                      * question to the user is answered "cancel" after it */
+    /* authentication, CORS, limits (docs/security.md) */
+    char *jwt_secret;        /* CHATKIT_JWT_SECRET (secret): HS256 key, "" = JWTs not accepted */
+    char *jwt_issuer;        /* CHATKIT_JWT_ISSUER, "" = iss not checked */
+    char *jwt_audience;      /* CHATKIT_JWT_AUDIENCE, "" = aud not checked */
+    unsigned jwt_leeway_s;   /* CHATKIT_JWT_LEEWAY_S, 30: clock skew allowed on exp/nbf/iat */
+    char *client_secret;     /* CHATKIT_CLIENT_SECRET (secret): hosted mode's client secret */
+    char *secret_key;        /* CHATKIT_SECRET_KEY (secret): signs preview URLs; "" = a random
+                              * key kept in <data_dir>/secret.key */
+    char *allowed_origins;   /* CHATKIT_ALLOWED_ORIGINS: comma-separated origins for CORS */
+    int cookie_secure;       /* CHATKIT_COOKIE_SECURE, 0 (1 when CHATKIT_PUBLIC_URL is https) */
+    unsigned session_ttl_s;  /* CHATKIT_SESSION_TTL_S, 30 days: cookie sessions */
+    unsigned login_ttl_s;    /* CHATKIT_LOGIN_TTL_S, 15 min: one-time login links */
+    unsigned rate_limit_rpm; /* CHATKIT_RATE_LIMIT_RPM, 600 requests per user per minute, 0 off */
+    unsigned max_streams_per_user; /* CHATKIT_MAX_STREAMS_PER_USER, 10, 0 off */
+    unsigned preview_ttl_s;  /* CHATKIT_PREVIEW_TTL_S, 1 h: signed preview URLs */
+    unsigned unattached_ttl_s; /* CHATKIT_UNATTACHED_TTL_S, 1 day: uploads never attached to a
+                                * message are deleted after it */
+    unsigned cleanup_interval_ms; /* CHATKIT_CLEANUP_INTERVAL_MS, 10 min: how often */
 } config;
 
 /* Fills defaults then reads the environment. On a bad value returns -EINVAL and writes a

@@ -200,7 +200,10 @@ class Server:
                    "CHATKIT_LLM_RETRY_BASE_MS": "20",
                    # the title request runs beside the turn: tests that count upstream
                    # requests would race it; the title tests turn it on
-                   "CHATKIT_MODEL_TITLES": "0"}
+                   "CHATKIT_MODEL_TITLES": "0",
+                   # the suite shares one user across many fast requests; the limit tests
+                   # set their own values
+                   "CHATKIT_RATE_LIMIT_RPM": "0", "CHATKIT_MAX_STREAMS_PER_USER": "0"}
             env.update(self.env)
             log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
@@ -504,6 +507,17 @@ def expect_error(resp, status, code):
     return resp.body
 
 
+def unsign(v):
+    """v with the signature query of every preview_url removed (signed URLs expire, so two
+    reads of the same item may differ in it)."""
+    if isinstance(v, dict):
+        return {k: (x.split("?", 1)[0] if k == "preview_url" and isinstance(x, str) else unsign(x))
+                for k, x in v.items()}
+    if isinstance(v, list):
+        return [unsign(x) for x in v]
+    return v
+
+
 class Client:
     """A ChatKit.js-like client of one tenant (token + agent_id)."""
 
@@ -591,6 +605,26 @@ class Client:
 
     def get_thread(self, thread_id):
         return self.ok("threads.get_by_id", {"thread_id": thread_id})
+
+    def auth_headers(self, token=DEFAULT):
+        token = self.tenant.token if token is DEFAULT else token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def put_bytes(self, att_id, data, token=DEFAULT, headers=None, timeout=HTTP_TIMEOUT):
+        """PUT the raw bytes of a two-phase upload → requests.Response."""
+        h = dict(self.auth_headers(token), **{"Content-Type": "application/octet-stream"})
+        h.update(headers or {})
+        return self.session.put(f"{self.server.url}/chatkit/upload/{att_id}", data=data,
+                                headers=h, timeout=timeout)
+
+    def upload(self, name, mime, data, **kw):
+        """attachments.create + PUT: an attachment with its bytes stored → the upload's reply."""
+        a = self.ok("attachments.create", {"name": name, "size": len(data), "mime_type": mime}, **kw)
+        r = self.put_bytes(a["id"], data)
+        assert r.status_code == 200, f"upload → {r.status_code} {r.content[:300]!r}"
+        out = r.json()
+        assert out["id"] == a["id"] and "upload_descriptor" not in out
+        return out
 
     def list_threads(self, **params):
         return self.ok("threads.list", params)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import SHARED_ENV, expect_error, msg_input
+from conftest import SHARED_ENV, expect_error, msg_input, unsign
 
 PUBLIC_URL = SHARED_ENV["CHATKIT_PUBLIC_URL"]
 
@@ -44,22 +44,26 @@ def test_mime_wildcard_and_limits(client):
                      415, "unsupported_media_type")
 
 
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c63fcff1f0000050103008dd1cf4b0000000049454e44ae426082")
+
+
 def test_attachments_in_messages(client):
-    img = create(client, "cat.png", 1234, "image/png")
-    doc = create(client, "report.pdf", 99, "application/pdf")
+    img = client.upload("cat.png", "image/png", PNG)
+    doc = client.upload("report.pdf", "application/pdf", b"%PDF-1.4 tiny")
     ev = client.stream("threads.create", {"input": msg_input("see attached", attachments=[img["id"], doc["id"]])})
     tid = ev[0]["thread"]["id"]
     user = ev[1]["item"]
     assert user["type"] == "user_message"
-    assert user["attachments"] == [dict(img, thread_id=tid), dict(doc, thread_id=tid)]
-    assert client.all_items(tid)[0] == user
+    assert unsign(user["attachments"]) == unsign([dict(img, thread_id=tid), dict(doc, thread_id=tid)])
+    assert unsign(client.all_items(tid)[0]) == unsign(user)
 
     # in an existing thread too
-    txt = create(client, "notes.txt", 5, "text/plain")
+    txt = client.upload("notes.txt", "text/plain", b"hello")
     ev = client.send(tid, "one more", attachments=[txt["id"]])
     assert ev[0]["item"]["attachments"] == [dict(txt, thread_id=tid)]
     assert client.all_items(tid)[2]["attachments"] == [dict(txt, thread_id=tid)]
-    assert client.get_thread(tid)["items"]["data"][0]["attachments"] == user["attachments"]
+    assert unsign(client.get_thread(tid)["items"]["data"][0]["attachments"]) == unsign(user["attachments"])
 
 
 def test_unknown_attachment_in_message_creates_nothing(client):
@@ -68,7 +72,7 @@ def test_unknown_attachment_in_message_creates_nothing(client):
     assert client.list_threads()["data"] == []
     tid, _ = client.create_thread("hello")
     before = client.all_items(tid)
-    ok = create(client, "cat.png", 1, "image/png")
+    ok = client.upload("cat.png", "image/png", PNG)
     r = client.call("threads.add_user_message", {"thread_id": tid, "input": msg_input("hi", attachments=[ok["id"], bad])})
     expect_error(r, 404, "not_found")
     assert client.all_items(tid) == before

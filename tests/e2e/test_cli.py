@@ -17,12 +17,15 @@ ID = shapes.ID_RE
 def test_demo_is_idempotent(tmp_path, server_factory):
     d = tmp_path / "demo"
     first = run_cli(["demo"], data_dir=d)
-    assert set(first) == {"account_id", "user_id", "agent_id", "token", "url"}
+    assert set(first) == {"account_id", "user_id", "agent_id", "token", "url", "login_url"}
     for k in ("account_id", "user_id", "agent_id"):
         assert ID.match(first[k]), first[k]
     assert first["token"] and first["url"].startswith("http")
+    assert first["login_url"].startswith("http://127.0.0.1:8080/login?token=ckl_")
     second = run_cli(["demo"], data_dir=d)
-    assert second == first
+    # the same tenant and token; a login link is one-time, so each run prints a new one
+    assert second["login_url"] != first["login_url"]
+    assert dict(second, login_url=None) == dict(first, login_url=None)
     with sqlite3.connect(d / "chatkitd.db") as db:  # resolved when it runs: demo without keys
         assert db.execute("SELECT model FROM agents WHERE id = ?", (first["agent_id"],)).fetchone() == ("default",)
 
@@ -103,7 +106,9 @@ def test_bad_env_value(tmp_path, var, value):
 
 def test_config_masks_secrets(tmp_path):
     secrets = {"OPENAI_API_KEY": "sk-test-SECRET-1", "ANTHROPIC_API_KEY": "sk-ant-SECRET-2",
-               "CHATKIT_JWT_SECRET": "jwt-SECRET-3", "CHATKIT_CLIENT_SECRET": "cs-SECRET-4"}
+               "CHATKIT_JWT_SECRET": "jwt-SECRET-3-at-least-thirty-two-bytes",
+               "CHATKIT_CLIENT_SECRET": "cs-SECRET-4",
+               "CHATKIT_SECRET_KEY": "signing-SECRET-5-at-least-thirty-two-bytes"}
     env = dict(secrets, CHATKIT_MAX_BODY_BYTES="12345", CHATKIT_SSE_HEARTBEAT_MS="777")
     cp = subprocess.run([chatkitd_bin(), "config", "--data-dir", str(tmp_path / "d")], env=base_env(env),
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=10)

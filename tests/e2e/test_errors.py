@@ -281,11 +281,9 @@ def test_transcribe_not_configured(client):
     expect_error(r, 501, "not_configured")
 
 
-def test_upload_put_not_implemented(server, client):
+def test_upload_put_stores_the_bytes(server, client):
     att = client.ok("attachments.create", {"name": "a.txt", "size": 5, "mime_type": "text/plain"})
-    url = f"{server.url}/chatkit/upload/{att['id']}"
-    r = requests.put(url, data=b"hello", timeout=10,
-                     headers={"Authorization": f"Bearer {client.tenant.token}",
-                              "Content-Type": "application/octet-stream"})
-    check_response(r, "threads.list", {})
-    expect_error(r, 501, "not_implemented")
+    r = client.put_bytes(att["id"], b"hello")
+    assert r.status_code == 200, r.content
+    assert r.json()["id"] == att["id"]
+    assert (server.data_dir / "files" / att["id"]).read_bytes() == b"hello"

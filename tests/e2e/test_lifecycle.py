@@ -107,7 +107,7 @@ def test_persistence_across_restart(server_factory):
     c1.send(tid, "second turn")
     c1.ok("threads.update", {"thread_id": tid, "title": "Renamed 😀"})
     other, _ = c1.create_thread("another thread")
-    att = c1.ok("attachments.create", {"name": "a.png", "size": 3, "mime_type": "image/png"})
+    att = c1.ok("attachments.create", {"name": "a.txt", "size": 3, "mime_type": "text/plain"})
     thread = c1.get_thread(tid)
     items = c1.all_items(tid)
     threads = c1.list_threads()
@@ -118,6 +118,8 @@ def test_persistence_across_restart(server_factory):
     assert c2.get_thread(tid) == thread
     assert c2.all_items(tid) == items
     assert c2.list_threads() == threads
+    # a two-phase upload spans the restart: created before, bytes sent after
+    assert c2.put_bytes(att["id"], b"abc").status_code == 200
     ev = c2.send(tid, "after restart", attachments=[att["id"]])
     expect_seq(ev, r"done:user_message stream_options " + DEMO_REPLY)
     assert ev[0]["item"]["attachments"][0]["id"] == att["id"]

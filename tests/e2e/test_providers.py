@@ -323,12 +323,8 @@ PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4
 
 
 def attach(up, name, mime, data):
-    """An attachment whose bytes are in place (written where the upload route stores them)."""
-    a = up.c.ok("attachments.create", {"name": name, "size": len(data), "mime_type": mime})
-    files = up.s.data_dir / "files"
-    files.mkdir(exist_ok=True)
-    (files / a["id"]).write_bytes(data)
-    return a["id"]
+    """An uploaded attachment (attachments.create + PUT of its bytes)."""
+    return up.c.upload(name, mime, data)["id"]
 
 
 def test_images_and_text_files_reach_the_model(up, kind):

@@ -39,6 +39,10 @@ struct tctx {
     client_fn client;
     atomic_int want_shutdown, finish, shut, done_count, close_count, handled, dropped;
     unsigned shutdown_deadline;
+    size_t stream_max; /* nonzero: /up/... requests get streamed bodies */
+    /* streamed bodies / responses, as the server side saw them */
+    atomic_int release, end_count, end_status, pauses, drains;
+    atomic_llong up_bytes, max_queued;
     atomic_llong shutdown_at_ms, done_at_ms;
     char fail[512];
 };
@@ -160,6 +164,222 @@ static delayed *delay_new(tctx *t, http_req *req, int kind, unsigned ms, unsigne
     return d;
 }
 
+/* ---- streamed bodies and responses (server side) */
+
+/* The byte at offset i of test bodies: not periodic over a piece, so misordering shows. */
+static unsigned char pat(uint64_t i)
+{
+    return (unsigned char)(i * 131 + (i >> 11));
+}
+
+static void pat_fill(char *b, uint64_t off, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        b[i] = (char)pat(off + i);
+}
+
+enum { UP_CHECK, UP_ECHO, UP_HOLD };
+
+typedef struct upl {
+    tctx *t;
+    http_req *req;
+    uv_timer_t timer;
+    buf data;
+    uint64_t n;
+    unsigned pieces, every, late_ms;
+    int mode, bad, status;
+} upl;
+
+static void on_upl_closed(uv_handle_t *h)
+{
+    upl *u = h->data;
+    buf_free(&u->data);
+    free(u);
+}
+
+static void upl_done(upl *u)
+{
+    uv_close((uv_handle_t *)&u->timer, on_upl_closed);
+}
+
+static void upl_answer(upl *u)
+{
+    http_req *req = u->req;
+    if (u->status) {
+        http_respond_error(req, u->status == -EMSGSIZE ? 413 : 400, "upload", "upload failed");
+    } else if (u->mode == UP_CHECK) {
+        char b[96];
+        int n = snprintf(b, sizeof b, "n=%llu ok=%d", (unsigned long long)u->n, !u->bad);
+        http_respond(req, 200, "text/plain", b, (size_t)n, NULL);
+    } else {
+        http_respond(req, 200, "application/octet-stream", u->data.data ? u->data.data : "",
+                     u->data.len, NULL);
+    }
+    upl_done(u);
+}
+
+static void on_upl_late(uv_timer_t *tm)
+{
+    upl_answer(tm->data);
+}
+
+static void on_upl_resume(uv_timer_t *tm)
+{
+    upl *u = tm->data;
+    http_body_resume(u->req);
+}
+
+/* The first pause lasts until the client thread sets t->release. */
+static void on_upl_poll(uv_timer_t *tm)
+{
+    upl *u = tm->data;
+    if (atomic_load(&u->t->release)) {
+        uv_timer_stop(tm);
+        http_body_resume(u->req);
+    }
+}
+
+static int upl_data(http_req *req, const char *d, size_t len, void *ud)
+{
+    upl *u = ud;
+    tctx *t = u->t;
+    assert_true(len > 0);
+    if (u->mode == UP_CHECK) {
+        for (size_t i = 0; i < len; i++)
+            if ((unsigned char)d[i] != pat(u->n + i))
+                u->bad = 1;
+    } else if (u->mode == UP_ECHO) {
+        assert_int_equal(buf_append(&u->data, d, len), 0);
+    }
+    u->n += len;
+    u->pieces++;
+    atomic_store(&t->up_bytes, (long long)u->n);
+    if (u->mode != UP_CHECK)
+        return 0;
+    if (u->pieces == 1) {
+        uv_timer_start(&u->timer, on_upl_poll, 10, 10);
+        return 1;
+    }
+    if (u->every && u->pieces % u->every == 0) {
+        atomic_fetch_add(&t->pauses, 1);
+        uv_timer_start(&u->timer, on_upl_resume, 0, 0);
+        return 1;
+    }
+    return 0;
+}
+
+static void upl_end(http_req *req, int status, void *ud)
+{
+    upl *u = ud;
+    u->status = status;
+    atomic_store(&u->t->end_status, status);
+    atomic_fetch_add(&u->t->end_count, 1);
+    if (u->mode == UP_HOLD && status) {
+        upl_done(u); /* the close callback answers */
+        return;
+    }
+    if (!status && u->late_ms) {
+        uv_timer_start(&u->timer, on_upl_late, u->late_ms, 0);
+        return;
+    }
+    upl_answer(u);
+}
+
+static void on_upl_start(uv_timer_t *tm)
+{
+    upl *u = tm->data;
+    assert_int_equal(http_body_read(u->req, upl_data, upl_end, u), 0);
+}
+
+static void on_up_close(http_req *req, void *ud)
+{
+    tctx *t = ud;
+    atomic_fetch_add(&t->close_count, 1);
+    assert_int_equal(http_req_alive(req), 0);
+    http_respond(req, 500, "text/plain", "gone", 4, NULL); /* a no-op that releases it */
+}
+
+static int want_stream(const http_req *req, void *ud)
+{
+    return !strncmp(req->path, "/up/", 4);
+}
+
+/* /up/check?every=K (pattern check, first pause until released, then every K-th piece),
+ * /up/echo?late=MS (echo, answered MS after the end), /up/hold (close callback answers),
+ * /up/reject (401 without reading), /up/later?ms=MS (starts reading after MS). */
+static void upload_handler(tctx *t, http_req *req)
+{
+    char v[32];
+    const char *p = req->path + 4;
+    assert_int_equal(req->streaming, 1);
+    assert_null(req->body);
+    assert_int_equal(req->body_len, 0);
+    http_req_add_headers(req, "X-Up: 1\r\n");
+    if (!strcmp(p, "reject")) {
+        http_respond_error(req, 401, "unauthorized", "no");
+        return;
+    }
+    upl *u = calloc(1, sizeof *u);
+    u->t = t;
+    u->req = req;
+    uv_timer_init(&t->loop, &u->timer);
+    u->timer.data = u;
+    u->mode = !strcmp(p, "check") ? UP_CHECK : !strcmp(p, "hold") ? UP_HOLD : UP_ECHO;
+    if (http_query_get(req->query, "every", v, sizeof v) > 0)
+        u->every = (unsigned)atoi(v);
+    if (http_query_get(req->query, "late", v, sizeof v) > 0)
+        u->late_ms = (unsigned)atoi(v);
+    if (u->mode == UP_HOLD)
+        http_req_on_close(req, on_up_close, t);
+    if (!strcmp(p, "later")) {
+        unsigned ms = http_query_get(req->query, "ms", v, sizeof v) > 0 ? (unsigned)atoi(v) : 10;
+        uv_timer_start(&u->timer, on_upl_start, ms, 0);
+        return;
+    }
+    assert_int_equal(http_body_read(req, upl_data, upl_end, u), 0);
+    assert_int_equal(http_body_read(req, upl_data, upl_end, u), -EINVAL); /* once */
+}
+
+/* /dl?n=BYTES: the pattern as a streamed response, waiting for the drain above 256 KiB */
+typedef struct dl {
+    tctx *t;
+    uint64_t n, off;
+} dl;
+
+static void dl_pump(http_req *req, void *ud)
+{
+    dl *d = ud;
+    static char piece[65536];
+    while (d->off < d->n) {
+        size_t k = d->n - d->off < sizeof piece ? (size_t)(d->n - d->off) : sizeof piece;
+        pat_fill(piece, d->off, k);
+        if (http_stream_write(req, piece, k))
+            break;
+        d->off += k;
+        long long q = (long long)http_sse_queued(req);
+        if (q > atomic_load(&d->t->max_queued))
+            atomic_store(&d->t->max_queued, q);
+        if (q > 256 * 1024) {
+            atomic_fetch_add(&d->t->drains, 1);
+            http_sse_on_drain(req, dl_pump, d);
+            return;
+        }
+    }
+    http_req_on_close(req, NULL, NULL);
+    http_stream_end(req);
+    free(d);
+}
+
+static void on_dl_close(http_req *req, void *ud)
+{
+    dl *d = ud;
+    atomic_fetch_add(&d->t->close_count, 1);
+    assert_int_equal(http_stream_write(req, "x", 1), -ENOTCONN);
+    http_sse_on_drain(req, NULL, NULL);
+    http_stream_end(req);
+    free(d);
+}
+
 static void add_field(buf *b, const char *name, const char *v)
 {
     buf_printf(b, "%s=%s\n", name, v ? v : "(null)");
@@ -171,7 +391,10 @@ static void handler(http_req *req, void *ud)
     atomic_fetch_add(&t->handled, 1);
     const char *p = req->path;
     assert_int_equal(strlen(req->rid), 16);
-    if (!strcmp(p, "/hello")) {
+    assert_int_equal(req->streaming, t->stream_max && want_stream(req, NULL));
+    if (req->streaming) {
+        upload_handler(t, req);
+    } else if (!strcmp(p, "/hello")) {
         http_respond(req, 200, "text/plain", "hello", 5, "X-Test: 1\r\n");
     } else if (!strcmp(p, "/echo")) {
         buf b = BUF_INIT(0);
@@ -217,6 +440,48 @@ static void handler(http_req *req, void *ud)
         http_req_on_close(req, on_stream_close, t);
         assert_int_equal(http_sse_start(req, NULL), 0);
         delay_new(t, req, D_FLOOD, 1, 1);
+    } else if (!strcmp(p, "/xh")) {
+        char k[16] = "", big[3000];
+        http_query_get(req->query, "k", k, sizeof k);
+        http_req_add_headers(req, "X-Req: a\r\nX-Req2: b"); /* the last CRLF is added */
+        memset(big, 'x', sizeof big - 1);
+        memcpy(big, "X-Big: ", 7);
+        big[sizeof big - 1] = 0;
+        http_req_add_headers(req, big); /* over the 2 KiB: dropped */
+        http_req_add_headers(req, "X-After: 1\r\n");
+        if (!strcmp(k, "error")) {
+            http_respond_error(req, 409, "conflict", "x");
+        } else if (!strcmp(k, "sse")) {
+            assert_int_equal(http_sse_start(req, "X-Extra: 1\r\n"), 0);
+            assert_int_equal(http_sse_send(req, "{}", 2), 0);
+            http_sse_end(req);
+        } else if (!strcmp(k, "stream")) {
+            assert_int_equal(http_stream_start(req, 200, "text/plain", 5, "X-Extra: 1\r\n"), 0);
+            assert_int_equal(http_stream_write(req, "hel", 3), 0);
+            assert_int_equal(http_stream_write(req, "lo!", 3), -EINVAL); /* past the length */
+            assert_int_equal(http_stream_write(req, "lo", 2), 0);
+            http_stream_end(req);
+        } else {
+            char b[512];
+            int n = snprintf(b, sizeof b, "acrm=%s acrh=%s inm=%s cl=%lld",
+                             req->acr_method ? req->acr_method : "(null)",
+                             req->acr_headers ? req->acr_headers : "(null)",
+                             req->if_none_match ? req->if_none_match : "(null)",
+                             (long long)req->content_length);
+            http_respond(req, 200, "text/plain", b, (size_t)n, "X-Extra: 1\r\n");
+        }
+    } else if (!strcmp(p, "/dl")) {
+        char v[32];
+        dl *d = calloc(1, sizeof *d);
+        d->t = t;
+        d->n = http_query_get(req->query, "n", v, sizeof v) > 0 ? (uint64_t)atoll(v) : 1000;
+        http_req_on_close(req, on_dl_close, d);
+        assert_int_equal(http_stream_start(req, 200, "application/octet-stream", d->n, NULL), 0);
+        dl_pump(req, d);
+    } else if (!strcmp(p, "/dl-short")) {
+        assert_int_equal(http_stream_start(req, 200, "text/plain", 100, NULL), 0);
+        assert_int_equal(http_stream_write(req, "0123456789", 10), 0);
+        http_stream_end(req); /* 90 bytes short: the connection closes */
     } else {
         http_respond_error(req, 404, "not_found", "no \"route\"\n");
     }
@@ -275,6 +540,8 @@ static void srv_run(tctx *t, client_fn client)
     assert_int_equal(uv_loop_init(&t->loop), 0);
     t->srv = http_server_new(&t->loop, &t->cfg, handler, t);
     assert_non_null(t->srv);
+    if (t->stream_max)
+        http_server_stream_bodies(t->srv, want_stream, t->stream_max, t);
     assert_int_equal(http_server_listen(t->srv, "127.0.0.1", 0), 0);
     t->port = http_server_port(t->srv);
     assert_true(t->port > 0);
@@ -1028,6 +1295,437 @@ static void t_query_get(void **st)
     assert_string_equal(http_status_text(413), "Payload Too Large");
 }
 
+/* ---- streamed bodies and responses (client side) */
+
+static int cli_connect_buf(cli *c, int port, int rcvbuf)
+{
+    c->len = 0;
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = {5, 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (rcvbuf)
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return connect(c->fd, (struct sockaddr *)&sa, sizeof sa);
+}
+
+/* Sends the pattern bytes [*off, total). block_ms >= 0: without blocking, and returns once
+ * sending made no progress for block_ms; < 0: blocking (5 s send timeout). 0 or -1. */
+static int cli_push(cli *c, uint64_t *off, uint64_t total, int block_ms)
+{
+    static char piece[65536];
+    long long stuck = 0;
+    while (*off < total) {
+        size_t k = total - *off < sizeof piece ? (size_t)(total - *off) : sizeof piece;
+        pat_fill(piece, *off, k);
+        ssize_t w = send(c->fd, piece, k, MSG_NOSIGNAL | (block_ms >= 0 ? MSG_DONTWAIT : 0));
+        if (w > 0) {
+            *off += (uint64_t)w;
+            stuck = 0;
+            continue;
+        }
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && block_ms >= 0) {
+            if (!stuck)
+                stuck = now_ms();
+            else if (now_ms() - stuck >= block_ms)
+                return 0;
+            sleep_ms(2);
+            continue;
+        }
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads n body bytes that must be the pattern. 0, -1 (read failed) or -2 (wrong byte). */
+static int cli_pattern(cli *c, uint64_t n)
+{
+    uint64_t off = 0;
+    while (off < n) {
+        if (!c->len && cli_fill(c) <= 0)
+            return -1;
+        size_t k = n - off < c->len ? (size_t)(n - off) : c->len;
+        for (size_t i = 0; i < k; i++)
+            if ((unsigned char)c->buf[i] != pat(off + i))
+                return -2;
+        cli_consume(c, k);
+        off += k;
+    }
+    return 0;
+}
+
+#define UP_TOTAL (16u << 20)
+
+static void c_stream_upload(tctx *t)
+{
+    static cli c;
+    static resp r;
+    char v[64];
+    uint64_t off = 0;
+    CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
+    snprintf(v, sizeof v, "%u", UP_TOTAL);
+    CHECK(t, !cli_sends(&c, "PUT /up/check?every=3 HTTP/1.1\r\nContent-Length: "), "send");
+    CHECK(t, !cli_sends(&c, v) && !cli_sends(&c, "\r\n\r\n"), "send");
+    /* the consumer pauses on its first piece: the server must stop reading, so sending stalls
+     * long before the 16 MiB are out */
+    CHECK(t, !cli_push(&c, &off, UP_TOTAL, 300), "push");
+    CHECK(t, off < UP_TOTAL, "the whole body was taken while the consumer was paused");
+    CHECK(t, atomic_load(&t->up_bytes) > 0, "no piece delivered");
+    long long u1 = atomic_load(&t->up_bytes);
+    sleep_ms(400); /* with the pause above: longer than body_timeout_ms, which must not fire */
+    long long u2 = atomic_load(&t->up_bytes);
+    CHECK(t, u1 == u2, "bytes delivered while paused: %lld then %lld", u1, u2);
+    CHECK(t, u1 <= 128 * 1024, "first piece %lld bytes", u1);
+    atomic_store(&t->release, 1);
+    CHECK(t, !cli_push(&c, &off, UP_TOTAL, -1), "push the rest");
+    CHECK(t, !cli_response(&c, &r), "response");
+    snprintf(v, sizeof v, "n=%u ok=1", UP_TOTAL);
+    CHECK(t, r.status == 200 && !strcmp(r.body, v), "%d %s", r.status, r.body);
+    CHECK(t, hdr(&r, "X-Up", v, sizeof v) && !strcmp(v, "1"), "added header");
+    CHECK(t, hdr(&r, "Connection", v, sizeof v) && !strcmp(v, "keep-alive"), "keep-alive");
+    CHECK(t, atomic_load(&t->end_count) == 1 && atomic_load(&t->end_status) == 0, "on_end %d",
+          atomic_load(&t->end_status));
+    CHECK(t, atomic_load(&t->pauses) > 3, "pauses %d", atomic_load(&t->pauses));
+    /* the connection goes on */
+    CHECK(t, !cli_sends(&c, "GET /hello HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "hello"), "after upload: %s", r.body);
+    cli_close(&c);
+}
+
+static void t_stream_upload(void **st)
+{
+    tctx *t = calloc(1, sizeof *t);
+    default_cfg(&t->cfg);
+    t->cfg.body_timeout_ms = 300;
+    t->stream_max = 64u << 20;
+    srv_run(t, c_stream_upload);
+    free(t);
+}
+
+static void c_stream_chunked(tctx *t)
+{
+    static cli c;
+    static resp r;
+    char v[64];
+    CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
+    CHECK(t, !cli_sends(&c, "POST /up/echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"),
+          "send");
+    sleep_ms(20);
+    CHECK(t, !cli_sends(&c, "lo\r\n"), "send");
+    sleep_ms(20);
+    CHECK(t, atomic_load(&t->up_bytes) == 5, "first chunk not delivered at once: %lld",
+          atomic_load(&t->up_bytes));
+    /* end of the body, trailers, then a pipelined request in the same write */
+    CHECK(t, !cli_sends(&c, "7\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n"),
+          "send");
+    CHECK(t, !cli_response(&c, &r), "response");
+    CHECK(t, r.status == 200 && !strcmp(r.body, "hello, world"), "%d %s", r.status, r.body);
+    CHECK(t, hdr(&r, "Connection", v, sizeof v) && !strcmp(v, "keep-alive"), "keep-alive");
+    CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "hello"), "pipelined: %s", r.body);
+
+    /* keep-alive after a streamed body answered later, with the next request already sent */
+    CHECK(t,
+          !cli_sends(&c, "PUT /up/echo?late=50 HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd"
+                         "GET /hello HTTP/1.1\r\n\r\n"),
+          "send");
+    CHECK(t, !cli_response(&c, &r) && r.status == 200 && !strcmp(r.body, "abcd"), "late: %s",
+          r.body);
+    CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "hello"), "after late: %s", r.body);
+
+    /* empty bodies: read (on_end at once), or answered without reading (keep-alive kept) */
+    CHECK(t, !cli_sends(&c, "POST /up/echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), "send");
+    CHECK(t, !cli_response(&c, &r) && r.status == 200 && r.body_len == 0, "empty");
+    CHECK(t, !cli_sends(&c, "GET /up/reject HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_response(&c, &r) && r.status == 401, "reject %d", r.status);
+    CHECK(t, hdr(&r, "Connection", v, sizeof v) && !strcmp(v, "keep-alive"), "empty reject ka");
+    CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "hello"), "after reject: %s", r.body);
+    cli_close(&c);
+}
+
+static void t_stream_chunked(void **st)
+{
+    tctx *t = calloc(1, sizeof *t);
+    default_cfg(&t->cfg);
+    t->stream_max = 1 << 20;
+    srv_run(t, c_stream_chunked);
+    assert_int_equal(atomic_load(&t->end_count), 3);
+    free(t);
+}
+
+static void c_stream_limits(tctx *t)
+{
+    static cli c;
+    static resp r;
+    static char body[3000];
+    char v[64];
+    /* the streaming max_body (4096) replaces cfg.max_body (1024) */
+    CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
+    CHECK(t, !cli_sends(&c, "PUT /up/echo HTTP/1.1\r\nContent-Length: 3000\r\n\r\n"), "send");
+    pat_fill(body, 0, sizeof body);
+    CHECK(t, !cli_send(&c, body, sizeof body), "send");
+    CHECK(t,
+          !cli_response(&c, &r) && r.status == 200 && r.body_len == 3000 &&
+              !memcmp(r.body, body, 3000),
+          "3000 bytes: %d %zu", r.status, r.body_len);
+
+    /* declared over it: 413 before the handler sees it */
+    int before = atomic_load(&t->handled);
+    CHECK(t, !cli_sends(&c, "PUT /up/echo HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"), "send");
+    CHECK(t, !cli_response(&c, &r) && r.status == 413, "413: %d", r.status);
+    CHECK(t, hdr(&r, "Connection", v, sizeof v) && !strcmp(v, "close"), "close");
+    CHECK(t, cli_eof(&c), "eof");
+    CHECK(t, atomic_load(&t->handled) == before, "dispatched");
+    cli_close(&c);
+
+    /* chunked past it: the server answers 413 (with the request's headers), on_end -EMSGSIZE */
+    CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
+    CHECK(t, !cli_sends(&c, "POST /up/echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+          "send");
+    for (int i = 0; i < 6; i++) {
+        CHECK(t, !cli_sends(&c, "3e8\r\n"), "send");
+        CHECK(t, !cli_send(&c, body, 1000) && !cli_sends(&c, "\r\n"), "send");
+    }
+    CHECK(t, !cli_response(&c, &r) && r.status == 413, "chunked 413: %d", r.status);
+    CHECK(t, strstr(r.body, "\"code\":\"payload_too_large\""), "%s", r.body);
+    CHECK(t, hdr(&r, "X-Up", v, sizeof v) && !strcmp(v, "1"), "request headers on a server error");
+    CHECK(t, hdr(&r, "Connection", v, sizeof v) && !strcmp(v, "close"), "close");
+    CHECK(t, cli_eof(&c), "eof");
+    CHECK(t, wait_atomic(&t->end_count, 2, 2000), "on_end");
+    CHECK(t, atomic_load(&t->end_status) == -EMSGSIZE, "status %d", atomic_load(&t->end_status));
+    CHECK(t, atomic_load(&t->up_bytes) == 4000, "delivered %lld", atomic_load(&t->up_bytes));
+    cli_close(&c);
+}
+
+static void t_stream_limits(void **st)
+{
+    tctx *t = calloc(1, sizeof *t);
+    default_cfg(&t->cfg);
+    t->cfg.max_body = 1024;
+    t->stream_max = 4096;
+    srv_run(t, c_stream_limits);
+    assert_int_equal(atomic_load(&t->handled), 2);
+    free(t);
+}
+
+static void c_stream_disconnect(tctx *t)
+{
+    static cli c;
+    static resp r;
+    static char body[1000];
+    char v[64];
+    /* the client goes away mid-body: on_end(-ECONNRESET), then the close callback */
+    CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
+    CHECK(t, !cli_sends(&c, "PUT /up/hold HTTP/1.1\r\nContent-Length: 100000\r\n\r\n"), "send");
+    CHECK(t, !cli_send(&c, body, sizeof body), "send");
+    long long end = now_ms() + 2000;
+    while (atomic_load(&t->up_bytes) < 1000 && now_ms() < end)
+        sleep_ms(5);
+    CHECK(t, atomic_load(&t->up_bytes) == 1000, "delivered %lld", atomic_load(&t->up_bytes));
+    cli_close(&c);
+    CHECK(t, wait_atomic(&t->end_count, 1, 2000), "on_end not called");
+    CHECK(t, atomic_load(&t->end_status) == -ECONNRESET, "status %d", atomic_load(&t->end_status));
+    CHECK(t, wait_atomic(&t->close_count, 1, 2000), "close callback not called");
+
+    /* a client that stops sending: 408 after body_timeout_ms, on_end(-ECONNRESET) */
+    CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
+    CHECK(t, !cli_sends(&c, "PUT /up/hold HTTP/1.1\r\nContent-Length: 100\r\n\r\n0123456789"),
+          "send");
+    long long t0 = now_ms();
+    CHECK(t, !cli_response(&c, &r), "response");
+    long long dt = now_ms() - t0;
+    CHECK(t, r.status == 408 && strstr(r.body, "body timeout"), "%d %s", r.status, r.body);
+    CHECK(t, hdr(&r, "X-Up", v, sizeof v), "request headers on the 408");
+    CHECK(t, dt >= 250 && dt < 2000, "body timeout after %lld ms", dt);
+    CHECK(t, cli_eof(&c), "eof");
+    CHECK(t, wait_atomic(&t->end_count, 2, 2000), "on_end not called");
+    CHECK(t, atomic_load(&t->end_status) == -ECONNRESET, "status %d", atomic_load(&t->end_status));
+    cli_close(&c); /* the server lingers until our FIN */
+    CHECK(t, wait_atomic(&t->close_count, 2, 2000), "close callback not called");
+}
+
+static void t_stream_disconnect(void **st)
+{
+    tctx *t = calloc(1, sizeof *t);
+    default_cfg(&t->cfg);
+    t->cfg.body_timeout_ms = 300;
+    t->stream_max = 1 << 20;
+    srv_run(t, c_stream_disconnect);
+    assert_int_equal(atomic_load(&t->close_count), 2);
+    free(t);
+}
+
+static void c_stream_early(tctx *t)
+{
+    static cli c;
+    static resp r;
+    static char body[20000];
+    char v[64], line[64];
+    /* answered before reading, the client waiting for 100-continue: no 100, 401, close */
+    CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
+    CHECK(t,
+          !cli_sends(&c, "PUT /up/reject HTTP/1.1\r\nContent-Length: 1000000\r\n"
+                         "Expect: 100-continue\r\n\r\n"),
+          "send");
+    CHECK(t, !cli_response(&c, &r), "response");
+    CHECK(t, r.status == 401, "status %d (a 100 Continue came first?)", r.status);
+    CHECK(t, hdr(&r, "Connection", v, sizeof v) && !strcmp(v, "close"), "close");
+    CHECK(t, hdr(&r, "X-Up", v, sizeof v), "added header");
+    CHECK(t, cli_eof(&c), "eof");
+    cli_close(&c);
+
+    /* answered while part of the body is already there: the rest is never read */
+    CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
+    CHECK(t, !cli_sends(&c, "PUT /up/reject HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n"), "send");
+    CHECK(t, !cli_send(&c, body, sizeof body), "send");
+    CHECK(t, !cli_response(&c, &r) && r.status == 401, "status %d", r.status);
+    CHECK(t, hdr(&r, "Connection", v, sizeof v) && !strcmp(v, "close"), "close");
+    CHECK(t, cli_eof(&c), "eof");
+    cli_close(&c);
+
+    /* 100 Continue only once the handler calls http_body_read (300 ms in) */
+    CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
+    long long t0 = now_ms();
+    CHECK(t,
+          !cli_sends(&c, "PUT /up/later?ms=300 HTTP/1.1\r\nContent-Length: 5\r\n"
+                         "Expect: 100-continue\r\n\r\n"),
+          "send");
+    set_rcvtimeo(&c, 150);
+    CHECK(t, cli_fill(&c) < 0 && c.len == 0, "something came before http_body_read");
+    set_rcvtimeo(&c, 5000);
+    CHECK(t, !cli_line(&c, line, sizeof line) && !strcmp(line, "HTTP/1.1 100 Continue"), "100: %s",
+          line);
+    CHECK(t, now_ms() - t0 >= 250, "100 after %lld ms", now_ms() - t0);
+    CHECK(t, !cli_line(&c, line, sizeof line) && !line[0], "100 end");
+    CHECK(t, !cli_sends(&c, "abcde"), "send");
+    CHECK(t, !cli_response(&c, &r) && r.status == 200 && !strcmp(r.body, "abcde"), "%d %s",
+          r.status, r.body);
+    CHECK(t, hdr(&r, "Connection", v, sizeof v) && !strcmp(v, "keep-alive"), "keep-alive");
+    cli_close(&c);
+}
+
+static void t_stream_early(void **st)
+{
+    tctx *t = calloc(1, sizeof *t);
+    default_cfg(&t->cfg);
+    t->stream_max = 4 << 20;
+    srv_run(t, c_stream_early);
+    free(t);
+}
+
+static void c_add_headers(tctx *t)
+{
+    static cli c;
+    static resp r;
+    char v[64];
+    static const char *const kinds[] = {"plain", "error", "sse", "stream"};
+    static const int status[] = {200, 409, 200, 200};
+    CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
+    for (int i = 0; i < 4; i++) {
+        char req[256];
+        snprintf(req, sizeof req,
+                 "OPTIONS /xh?k=%s HTTP/1.1\r\nAccess-Control-Request-Method: PUT\r\n"
+                 "Access-Control-Request-Headers: a, b\r\nIf-None-Match: \"x\"\r\n"
+                 "Content-Length: 2\r\n\r\n{}",
+                 kinds[i]);
+        CHECK(t, !cli_sends(&c, req), "send");
+        CHECK(t, !cli_response(&c, &r), "response %s", kinds[i]);
+        CHECK(t, r.status == status[i], "%s: %d", kinds[i], r.status);
+        CHECK(t, hdr(&r, "X-Req", v, sizeof v) && !strcmp(v, "a"), "%s: X-Req", kinds[i]);
+        CHECK(t, hdr(&r, "X-Req2", v, sizeof v) && !strcmp(v, "b"), "%s: X-Req2", kinds[i]);
+        CHECK(t, hdr(&r, "X-After", v, sizeof v) && !strcmp(v, "1"), "%s: X-After", kinds[i]);
+        CHECK(t, !hdr(&r, "X-Big", v, sizeof v), "%s: over the limit, kept", kinds[i]);
+        CHECK(t, i == 1 || (hdr(&r, "X-Extra", v, sizeof v) && !strcmp(v, "1")), "%s: extra",
+              kinds[i]);
+        CHECK(t, hdr(&r, "Connection", v, sizeof v) && !strcmp(v, "keep-alive"), "%s: ka",
+              kinds[i]);
+        if (i == 0)
+            CHECK(t, !strcmp(r.body, "acrm=PUT acrh=a, b inm=\"x\" cl=2"), "fields: %s", r.body);
+        if (i == 3)
+            CHECK(t, !strcmp(r.body, "hello"), "stream: %s", r.body);
+    }
+    CHECK(t, !cli_sends(&c, "GET /xh HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "acrm=(null) acrh=(null) inm=(null) cl=-1"),
+          "absent: %s", r.body);
+    cli_close(&c);
+}
+
+static void t_add_headers(void **st)
+{
+    tctx *t = calloc(1, sizeof *t);
+    default_cfg(&t->cfg);
+    srv_run(t, c_add_headers);
+    free(t);
+}
+
+#define DL_TOTAL (8u << 20)
+
+static void c_stream_response(tctx *t)
+{
+    static cli c;
+    static resp r;
+    char v[64], req[128];
+    /* a small receive buffer and a late start: the producer has to wait for drains */
+    CHECK(t, cli_connect_buf(&c, t->port, 32 * 1024) == 0, "connect");
+    snprintf(req, sizeof req, "GET /dl?n=%u HTTP/1.1\r\n\r\n", DL_TOTAL);
+    CHECK(t, !cli_sends(&c, req), "send");
+    memset(&r, 0, sizeof r);
+    CHECK(t, !cli_head(&c, &r) && r.status == 200, "head");
+    CHECK(t, hdr(&r, "Content-Length", v, sizeof v) && (unsigned)atol(v) == DL_TOTAL, "length");
+    CHECK(t, !hdr(&r, "Transfer-Encoding", v, sizeof v), "not chunked");
+    sleep_ms(200);
+    CHECK(t, atomic_load(&t->drains) > 0, "the producer never waited");
+    int rc = cli_pattern(&c, DL_TOTAL);
+    CHECK(t, rc == 0, "body: %d", rc);
+    CHECK(t, atomic_load(&t->max_queued) < 2 * 1024 * 1024, "queued up to %lld",
+          atomic_load(&t->max_queued));
+
+    /* HEAD: the head with the length, no body; the connection goes on */
+    CHECK(t, !cli_sends(&c, "HEAD /dl?n=1000 HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_head(&c, &r) && r.status == 200, "head");
+    CHECK(t, hdr(&r, "Content-Length", v, sizeof v) && !strcmp(v, "1000"), "head length");
+    CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "hello"), "after head: %s", r.body);
+
+    /* a short streamed response: the body is cut and the connection closed */
+    CHECK(t, !cli_sends(&c, "GET /dl-short HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_head(&c, &r) && r.status == 200, "head");
+    CHECK(t, hdr(&r, "Content-Length", v, sizeof v) && !strcmp(v, "100"), "length");
+    CHECK(t, !cli_exact(&c, v, 10) && !memcmp(v, "0123456789", 10), "short body");
+    CHECK(t, cli_eof(&c), "not closed after a short body");
+    cli_close(&c);
+    CHECK(t, atomic_load(&t->close_count) == 0, "close callbacks: %d",
+          atomic_load(&t->close_count));
+}
+
+static void t_stream_response(void **st)
+{
+    tctx *t = calloc(1, sizeof *t);
+    default_cfg(&t->cfg);
+    srv_run(t, c_stream_response);
+    free(t);
+}
+
+static void c_stream_stalled(tctx *t)
+{
+    static cli c;
+    CHECK(t, cli_connect_buf(&c, t->port, 16 * 1024) == 0, "connect");
+    CHECK(t, !cli_sends(&c, "GET /dl?n=67108864 HTTP/1.1\r\n\r\n"), "send");
+    /* never read: dropped once writes make no progress for idle_timeout_ms */
+    CHECK(t, wait_atomic(&t->close_count, 1, 5000), "stalled reader not dropped");
+    cli_close(&c);
+}
+
+static void t_stream_stalled(void **st)
+{
+    tctx *t = calloc(1, sizeof *t);
+    default_cfg(&t->cfg);
+    t->cfg.idle_timeout_ms = 300;
+    srv_run(t, c_stream_stalled);
+    assert_int_equal(atomic_load(&t->close_count), 1);
+    free(t);
+}
+
 /* The fuzz entry point, driven with a few fixed inputs (the fuzzer itself is fuzz/). */
 static int fz_handled;
 static void fz_handler(http_req *req, void *ud)
@@ -1065,17 +1763,141 @@ static void t_fuzz_entry(void **st)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* Streamed bodies through the fuzz entry: reads of every size, pauses resumed from the loop,
+ * pipelined requests after them, a cut in the middle of one. */
+static int fs_handled, fs_ends, fs_ok, fs_pending;
+static uv_loop_t *fs_loop;
+
+typedef struct fs_up {
+    uv_timer_t t;
+    http_req *req;
+    buf data;
+    unsigned pieces;
+} fs_up;
+
+static void on_fs_closed(uv_handle_t *h)
+{
+    fs_up *u = h->data;
+    buf_free(&u->data);
+    free(u);
+    fs_pending--;
+}
+
+static void on_fs_resume(uv_timer_t *t)
+{
+    fs_up *u = t->data;
+    http_body_resume(u->req);
+}
+
+static int fs_data(http_req *req, const char *d, size_t len, void *ud)
+{
+    fs_up *u = ud;
+    assert_true(len > 0);
+    buf_append(&u->data, d, len);
+    if (++u->pieces % 2)
+        return 0;
+    uv_timer_start(&u->t, on_fs_resume, 0, 0);
+    return 1;
+}
+
+static void fs_end(http_req *req, int status, void *ud)
+{
+    fs_up *u = ud;
+    fs_ends++;
+    assert_true(status == 0 || status == -ECONNRESET);
+    if (!status) {
+        fs_ok++;
+        assert_true(!strcmp(u->data.data, "0123456789") || !strcmp(u->data.data, "abcdefg"));
+    }
+    http_respond(req, 200, "text/plain", "ok", 2, NULL);
+    uv_close((uv_handle_t *)&u->t, on_fs_closed);
+}
+
+static int fs_want(const http_req *req, void *ud)
+{
+    return req->path[1] == 'u' || req->path[1] == 'r';
+}
+
+static void fs_handler(http_req *req, void *ud)
+{
+    fs_handled++;
+    assert_int_equal(req->streaming, fs_want(req, NULL));
+    if (req->path[1] != 'u') {
+        http_respond(req, 200, "text/plain", "ok", 2, NULL); /* /r: the empty body unread */
+        return;
+    }
+    fs_up *u = calloc(1, sizeof *u);
+    u->req = req;
+    uv_timer_init(fs_loop, &u->t);
+    u->t.data = u;
+    fs_pending++;
+    assert_int_equal(http_body_read(req, fs_data, fs_end, u), 0);
+}
+
+static void t_fuzz_stream(void **st)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    fs_loop = &loop;
+    http_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    http_server *srv = http_server_new(&loop, &cfg, fs_handler, NULL);
+    http_server_stream_bodies(srv, fs_want, 100, NULL);
+    const char *in = "PUT /u HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789"
+                     "POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n"
+                     "\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+                     "GET /r HTTP/1.1\r\n\r\nGET /a HTTP/1.1\r\n\r\n";
+    for (size_t step = 0; step < 12; step++) {
+        fs_handled = fs_ends = fs_ok = 0;
+        http_fuzz_feed(srv, (const uint8_t *)in, strlen(in), step);
+        while (fs_pending)
+            uv_run(&loop, UV_RUN_NOWAIT);
+        /* each feed step runs the loop once: enough for every pause to be resumed */
+        assert_int_equal(fs_handled, 4);
+        assert_int_equal(fs_ends, 2);
+        assert_int_equal(fs_ok, 2);
+    }
+    /* cut inside the second body: its on_end reports the disconnect */
+    fs_handled = fs_ends = fs_ok = 0;
+    http_fuzz_feed(srv, (const uint8_t *)in, strstr(in, "defg") + 2 - in, 5);
+    while (fs_pending)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(fs_handled, 2);
+    assert_int_equal(fs_ends, 2);
+    assert_int_equal(fs_ok, 1);
+    assert_int_equal(http_server_connections(srv), 0);
+    http_server_free(srv);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     log_level = LOG_ERROR;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(t_query_get), cmocka_unit_test(t_fuzz_entry),
-        cmocka_unit_test(t_get_post),  cmocka_unit_test(t_chunked),
-        cmocka_unit_test(t_keepalive), cmocka_unit_test(t_pipelined),
-        cmocka_unit_test(t_limits),    cmocka_unit_test(t_timeouts),
-        cmocka_unit_test(t_sse),       cmocka_unit_test(t_sse_disconnect),
-        cmocka_unit_test(t_sse_slow),  cmocka_unit_test(t_heartbeat),
-        cmocka_unit_test(t_shutdown),  cmocka_unit_test(t_maxconn),
+        cmocka_unit_test(t_query_get),
+        cmocka_unit_test(t_fuzz_entry),
+        cmocka_unit_test(t_get_post),
+        cmocka_unit_test(t_chunked),
+        cmocka_unit_test(t_keepalive),
+        cmocka_unit_test(t_pipelined),
+        cmocka_unit_test(t_limits),
+        cmocka_unit_test(t_timeouts),
+        cmocka_unit_test(t_sse),
+        cmocka_unit_test(t_sse_disconnect),
+        cmocka_unit_test(t_sse_slow),
+        cmocka_unit_test(t_heartbeat),
+        cmocka_unit_test(t_shutdown),
+        cmocka_unit_test(t_maxconn),
+        cmocka_unit_test(t_stream_upload),
+        cmocka_unit_test(t_stream_chunked),
+        cmocka_unit_test(t_stream_limits),
+        cmocka_unit_test(t_stream_disconnect),
+        cmocka_unit_test(t_stream_early),
+        cmocka_unit_test(t_add_headers),
+        cmocka_unit_test(t_stream_response),
+        cmocka_unit_test(t_stream_stalled),
+        cmocka_unit_test(t_fuzz_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -125,12 +125,12 @@ static store_page_req page(int limit, int desc, const char *after)
 static void t_migrate(void **st)
 {
     fx *f = *st;
-    assert_int_equal(store_schema_version(f->c), 2);
-    assert_int_equal(store_migrate(f->c), 2); /* idempotent */
+    assert_int_equal(store_schema_version(f->c), 3);
+    assert_int_equal(store_migrate(f->c), 3); /* idempotent */
     char *err = NULL;
     store_conn *c2 = store_conn_open(f->url, 1, &err);
     assert_non_null(c2);
-    assert_int_equal(store_schema_version(c2), 2);
+    assert_int_equal(store_schema_version(c2), 3);
     store_conn_close(c2);
 
     assert_null(store_conn_open("postgres://x", 1, &err));
@@ -294,6 +294,111 @@ static void t_tokens(void **st)
     assert_int_equal(store_token_revoke(f->c, "h_forever"), 0); /* again: still fine */
     assert_int_equal(store_token_lookup(f->c, "h_forever", 5000, &au), STORE_ENOTFOUND);
     assert_int_equal(store_token_revoke(f->c, "h_unknown"), STORE_ENOTFOUND);
+}
+
+/* Accounts found by id or external id; users created on first sight; token kinds kept apart;
+ * a login token works once and yields a session. */
+static void t_external_and_login(void **st)
+{
+    fx *f = *st;
+    store_account a = {.name = "acme", .external_id = "ext-acme"};
+    assert_int_equal(store_account_create(f->c, &a), 0);
+    a.external_id = NULL; /* not owned */
+    store_account b = {.name = "other", .external_id = "ext-acme"};
+    assert_int_equal(store_account_create(f->c, &b), STORE_ECONFLICT); /* external ids unique */
+    store_account out;
+    assert_int_equal(store_account_find_ref(f->c, "ext-acme", &out), 0);
+    assert_string_equal(out.id, a.id);
+    assert_string_equal(out.external_id, "ext-acme");
+    store_account_clear(&out);
+    assert_int_equal(store_account_find_ref(f->c, a.id, &out), 0);
+    store_account_clear(&out);
+    assert_int_equal(store_account_find_ref(f->c, "nope", &out), STORE_ENOTFOUND);
+
+    store_user u1, u2;
+    assert_int_equal(store_user_ensure_external(f->c, a.id, "u-42", "Alice", &u1), 0);
+    assert_string_equal(u1.name, "Alice");
+    assert_int_equal(store_user_ensure_external(f->c, a.id, "u-42", "Renamed", &u2), 0);
+    assert_string_equal(u2.id, u1.id); /* the same user the second time */
+    store_user_clear(&u2);
+    assert_int_equal(store_user_ensure_external(f->c, a.id, "u-43", NULL, &u2), 0);
+    assert_string_equal(u2.name, "u-43");
+    assert_string_not_equal(u2.id, u1.id);
+    store_user_clear(&u2);
+    assert_int_equal(store_user_ensure_external(f->c, a.id, "", NULL, &u2), STORE_EINVAL);
+
+    store_auth au;
+    assert_int_equal(store_token_create_kind(f->c, "h_login", u1.id, 10000, STORE_TOKEN_LOGIN), 0);
+    assert_int_equal(store_token_lookup(f->c, "h_login", 1, &au), STORE_ENOTFOUND); /* not api */
+    assert_int_equal(store_login_consume(f->c, "h_login", 20000, "h_sess", 0, &au),
+                     STORE_ENOTFOUND); /* expired */
+    assert_int_equal(store_login_consume(f->c, "h_login", 5, "h_sess", 99999, &au), 0);
+    assert_string_equal(au.scope.user_id, u1.id);
+    assert_string_equal(au.scope.account_id, a.id);
+    assert_int_equal(store_login_consume(f->c, "h_login", 6, "h_sess2", 0, &au), STORE_ENOTFOUND);
+    assert_int_equal(store_token_lookup_kind(f->c, "h_sess", STORE_TOKEN_SESSION, 7, &au), 0);
+    assert_int_equal(store_token_lookup(f->c, "h_sess", 7, &au), STORE_ENOTFOUND);
+    assert_int_equal(store_token_lookup_kind(f->c, "h_sess", STORE_TOKEN_SESSION, 99999, &au),
+                     STORE_ENOTFOUND);
+    assert_int_equal(store_login_consume(f->c, "h_sess", 7, "h_x", 0, &au), STORE_ENOTFOUND);
+    store_user_clear(&u1);
+}
+
+/* An upload is claimed once; a dead upload can be claimed again after the stale time; finish
+ * ends it; the sweep removes unattached and orphaned attachments only. */
+static void t_attachment_upload_states(void **st)
+{
+    fx *f = *st;
+    store_attachment a = {.id = "atc_up", .name = "f.txt", .mime_type = "text/plain", .size = 3,
+                          .json = "{}", .agent_id = "agt_1", .created_us = 100};
+    assert_int_equal(store_attachment_save(f->c, &f->a, &a), 0);
+    store_attachment out;
+    assert_int_equal(store_attachment_claim(f->c, &f->b, "atc_up", 1000, 0, &out), STORE_ENOTFOUND);
+    assert_int_equal(store_attachment_claim(f->c, &f->a2, "atc_up", 1000, 0, &out), STORE_ENOTFOUND);
+    assert_int_equal(store_attachment_claim(f->c, &f->a, "atc_up", 1000, 0, &out), 0);
+    assert_int_equal(out.uploaded, STORE_UPLOAD_RUNNING);
+    assert_int_equal(out.claimed_us, 1000);
+    assert_string_equal(out.agent_id, "agt_1");
+    store_attachment_clear(&out);
+    /* running and not stale: refused */
+    assert_int_equal(store_attachment_claim(f->c, &f->a, "atc_up", 2000, 500, &out), STORE_ECONFLICT);
+    store_attachment_clear(&out);
+    /* stale: taken over */
+    assert_int_equal(store_attachment_claim(f->c, &f->a, "atc_up", 3000, 1500, &out), 0);
+    store_attachment_clear(&out);
+    assert_int_equal(store_attachment_finish(f->c, &f->b, "atc_up", STORE_UPLOAD_NONE, NULL),
+                     STORE_ENOTFOUND);
+    assert_int_equal(store_attachment_finish(f->c, &f->a, "atc_up", STORE_UPLOAD_NONE, NULL), 0);
+    assert_int_equal(store_attachment_finish(f->c, &f->a, "atc_up", STORE_UPLOAD_DONE, NULL),
+                     STORE_ENOTFOUND); /* nothing running */
+    assert_int_equal(store_attachment_claim(f->c, &f->a, "atc_up", 4000, 0, &out), 0);
+    store_attachment_clear(&out);
+    assert_int_equal(store_attachment_finish(f->c, &f->a, "atc_up", STORE_UPLOAD_DONE, "{\"x\":1}"), 0);
+    assert_int_equal(store_attachment_claim(f->c, &f->a, "atc_up", 5000, 99999, &out), STORE_ECONFLICT);
+    assert_int_equal(out.uploaded, STORE_UPLOAD_DONE);
+    assert_string_equal(out.json, "{\"x\":1}");
+    store_attachment_clear(&out);
+
+    /* attached to a thread: kept by the sweep until the thread goes */
+    mk_thread(f, &f->a, "thr_s", 1, NULL, NULL);
+    store_attachment b = {.id = "atc_att", .thread_id = "thr_s", .name = "g", .mime_type = "text/plain",
+                          .json = "{}", .created_us = 50};
+    assert_int_equal(store_attachment_save(f->c, &f->a, &b), 0);
+    char(*ids)[STORE_ID_MAX];
+    size_t n;
+    assert_int_equal(store_attachments_sweep(f->c, 100, 10, &ids, &n), 0); /* atc_up is at 100 */
+    assert_int_equal(n, 0);
+    free(ids);
+    assert_int_equal(store_attachments_sweep(f->c, 101, 10, &ids, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(ids[0], "atc_up");
+    free(ids);
+    assert_int_equal(store_attachment_load(f->c, &f->a, "atc_up", &out), STORE_ENOTFOUND);
+    assert_int_equal(store_thread_delete(f->c, &f->a, "thr_s"), 0);
+    assert_int_equal(store_attachments_sweep(f->c, 1, 10, &ids, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(ids[0], "atc_att");
+    free(ids);
 }
 
 /* ---- threads ---- */
@@ -1272,8 +1377,8 @@ static void t_runs(void **st)
     free(v);
 }
 
-/* A database written by a build that stopped at schema version 1 gets the runs table and
- * keeps its rows. */
+/* A database written by a build that stopped at schema version 1 gets the runs table and the
+ * version 3 columns, and keeps its rows. */
 static void t_migrate_runs(void **st)
 {
     fx *f = *st;
@@ -1282,8 +1387,13 @@ static void t_migrate_runs(void **st)
     sqlite3 *db;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     assert_int_equal(
-        sqlite3_exec(db, "DROP TABLE runs; DELETE FROM schema_migrations WHERE version > 1", NULL,
-                     NULL, NULL),
+        sqlite3_exec(db,
+                     "DROP TABLE runs; DROP INDEX accounts_external; "
+                     "DROP INDEX attachments_unattached; ALTER TABLE accounts DROP external_id; "
+                     "ALTER TABLE tokens DROP kind; ALTER TABLE attachments DROP agent_id; "
+                     "ALTER TABLE attachments DROP claimed_us; "
+                     "DELETE FROM schema_migrations WHERE version > 1",
+                     NULL, NULL, NULL),
         SQLITE_OK);
     sqlite3_close(db);
 
@@ -1294,8 +1404,8 @@ static void t_migrate_runs(void **st)
     store_run r;
     run_set(&r, "thr_old", 5, 1, 1);
     assert_int_equal(store_run_add(f->c, &f->a, &r), STORE_EIO); /* no table yet */
-    assert_int_equal(store_migrate(f->c), 2);
-    assert_int_equal(store_schema_version(f->c), 2);
+    assert_int_equal(store_migrate(f->c), 3);
+    assert_int_equal(store_schema_version(f->c), 3);
     r.id[0] = 0;
     assert_int_equal(store_run_add(f->c, &f->a, &r), 0);
     store_thread t;
@@ -1308,6 +1418,8 @@ int main(void)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(t_migrate),
+        T(t_external_and_login),
+        T(t_attachment_upload_states),
         T(t_memory),
         T(t_txn),
         T(t_tenants),
