@@ -69,6 +69,7 @@ struct ck_call {
     json_t *elicit;          /* an answered MCP elicitation: {id, action, tool_call, content?} */
     int64_t last_us;
     int not_widget;
+    int slot;                /* holds one of the user's stream slots until a stream takes it */
     call_work work;
     call_fn next;
 };
@@ -77,6 +78,8 @@ struct ck_call {
 
 static void call_free(ck_call *c)
 {
+    if (c->slot)
+        rl_stream(&c->app->rl, c->scope.user_id, -1);
     ck_auth_release(c->auth);
     json_decref(c->body);
     json_decref(c->in);
@@ -479,6 +482,10 @@ static ck_stream *open_stream(ck_call *c)
     ck_stream *st = stream_new(c->app, c->req, &c->scope, &c->thread, agent ? agent : &none,
                                c->last_us > c->thread.last_item_us ? c->last_us
                                                                    : c->thread.last_item_us);
+    if (c->slot) { /* the stream counts itself now */
+        rl_stream(&c->app->rl, c->scope.user_id, -1);
+        c->slot = 0;
+    }
     return st;
 }
 
@@ -1407,6 +1414,11 @@ static void dispatch(ck_call *c)
                            "too many answers are streaming for you at once: wait for one to end "
                            "(CHATKIT_MAX_STREAMS_PER_USER)");
     }
+    if (streaming || !strcmp(t, "threads.create")) {
+        /* reserved now: requests arriving before this one's stream starts see it */
+        rl_stream(&c->app->rl, c->scope.user_id, +1);
+        c->slot = 1;
+    }
     if (!strcmp(t, "threads.create")) {
         if (resolve_agent(c))
             return reply_error(c, 422, "agent_required",
@@ -1765,7 +1777,8 @@ void ck_handle(http_req *req, void *ud)
                              (long long)(ts_now_us() / 1000000));
         if (v == 0)
             return ck_attachment_get(app, req, NULL);
-        if (v == -2 && !req->authorization && !req->cookie)
+        const char *sess;
+        if (v == -2 && !req->authorization && auth_cookie(req->cookie, AUTH_COOKIE, &sess) < 0)
             return http_respond_error(req, 403, "invalid_signature",
                                       "this link has expired or is not valid");
     } else if (sub && !strcmp(sub, "/client_secret")) {

@@ -223,7 +223,8 @@ static int mp_begin(void *ud, const mp_part *part)
             fail(u, 400, "invalid_upload", "the file part's Content-Type is not a media type");
             return -EBADMSG;
         }
-        if (!ck_mime_allowed(u->app->cfg, u->mime)) {
+        if (!ck_mime_allowed(u->app->cfg, u->mime) ||
+            (!strncmp(u->mime, "image/", 6) && !sniff_inline_safe(u->mime))) {
             fail(u, 415, "unsupported_media_type",
                  "this file type is not allowed (CHATKIT_ALLOWED_MIME_TYPES)");
             return -EBADMSG;

@@ -269,7 +269,7 @@ char *config_dump(const config *c)
         case K_STR: {
             const char *s = *(char *const *)p;
             /* a database URL may carry a password: show the scheme only */
-            if (opts[i].secret && strncmp(s, "sqlite:", 7))
+            if (opts[i].secret && (strcmp(opts[i].env, "DATABASE_URL") || strncmp(s, "sqlite:", 7)))
                 v = json_string(*s ? "***" : "");
             else
                 v = json_string(s ? s : "");
