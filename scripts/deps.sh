@@ -10,6 +10,7 @@ pkgs=(
   libcmocka-dev
   python3 python3-pytest python3-requests
   valgrind
+  chromium
 )
 # node and npm run the MCP servers of the end-to-end tests (package.json). They usually come
 # with the machine; Debian's packages are the fallback.

@@ -252,6 +252,7 @@ static int mp_end(void *ud)
 }
 
 static void body_finished(upl *u);
+static int flush(upl *u);
 
 static void on_written(uv_fs_t *r)
 {
@@ -267,13 +268,7 @@ static void on_written(uv_fs_t *r)
     }
     if ((size_t)res < u->wbuf.len) { /* short write: the rest */
         buf_consume(&u->wbuf, (size_t)res);
-        uv_buf_t b = uv_buf_init(u->wbuf.data, (unsigned)u->wbuf.len);
-        u->busy = 1;
-        u->fs.data = u;
-        if (uv_fs_write(u->app->loop, &u->fs, u->fd, &b, 1, -1, on_written)) {
-            u->busy = 0;
-            fail(u, 500, "storage_error", "the file could not be stored; nothing was kept");
-        }
+        flush(u);
         return;
     }
     buf_reset(&u->wbuf);
