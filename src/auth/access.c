@@ -5,25 +5,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "util/config.h"
 #include "util/log.h"
 
 /* ------------------------------------------------------------------ CORS */
-
-/* Next comma-separated element of *p, trimmed; returns its length (0 at the end). */
-static size_t next_elem(const char **p, const char **start)
-{
-    const char *s = *p;
-    while (*s == ' ' || *s == '\t' || *s == ',')
-        s++;
-    const char *e = s;
-    while (*e && *e != ',')
-        e++;
-    *p = e;
-    while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-        e--;
-    *start = s;
-    return (size_t)(e - s);
-}
 
 int cors_origin_allowed(const char *list, const char *origin)
 {
@@ -35,7 +20,7 @@ int cors_origin_allowed(const char *list, const char *origin)
     size_t ol = strlen(origin);
     const char *p = list, *s;
     size_t n;
-    while ((n = next_elem(&p, &s))) {
+    while ((n = config_list_next(&p, &s))) {
         if (n == 1 && *s == '*')
             return 1;
         size_t el = n;
@@ -68,7 +53,7 @@ int cors_request_headers(const char *acr, char *out, size_t outlen)
         return 0;
     const char *p = acr, *s;
     size_t n;
-    while ((n = next_elem(&p, &s))) {
+    while ((n = config_list_next(&p, &s))) {
         for (size_t i = 0; i < n; i++)
             if (!(isalnum((unsigned char)s[i]) || s[i] == '-' || s[i] == '_'))
                 return -1;

@@ -287,6 +287,18 @@ typedef struct login {
     store_auth sa;
 } login;
 
+/* Runs a login/logout job; l is freed here when it cannot be queued. */
+static void login_submit(login *l, store_work_fn work, store_done_fn done)
+{
+    http_req_ref(l->req);
+    if (store_write(l->app->st, work, done, l)) {
+        http_respond_error(l->req, 503, "unavailable", "the server is shutting down");
+        http_req_unref(l->req);
+        memset(l, 0, sizeof *l);
+        free(l);
+    }
+}
+
 static int work_login(store_conn *db, void *arg)
 {
     login *l = arg;
@@ -339,12 +351,7 @@ void ck_login(ck_app *app, http_req *req)
     auth_token_new_kind(l->session, "cks_");
     auth_token_hash(l->session, strlen(l->session), l->session_hash);
     l->expires_us = ts_now_us() + (int64_t)app->cfg->session_ttl_s * 1000000;
-    http_req_ref(req);
-    if (store_write(app->st, work_login, login_done, l)) {
-        http_respond_error(req, 503, "unavailable", "the server is shutting down");
-        http_req_unref(req);
-        free(l);
-    }
+    login_submit(l, work_login, login_done);
 }
 
 static int work_logout(store_conn *db, void *arg)
@@ -387,10 +394,5 @@ void ck_logout(ck_app *app, http_req *req)
     l->req = req;
     l->app = app;
     auth_token_hash(tok, (size_t)n, l->hash);
-    http_req_ref(req);
-    if (store_write(app->st, work_logout, logout_done, l)) {
-        http_respond_error(req, 503, "unavailable", "the server is shutting down");
-        http_req_unref(req);
-        free(l);
-    }
+    login_submit(l, work_logout, logout_done);
 }

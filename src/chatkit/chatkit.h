@@ -75,6 +75,9 @@ typedef void (*ck_auth_fn)(ck_app *app, http_req *req, ck_auth *auth, void *ud);
  * CHATKIT_AUTH_CACHE_MS (a JWT's signature and times are checked on every request). */
 void ck_authenticate(ck_app *app, http_req *req, ck_auth_fn cb, void *ud);
 void ck_auth_release(ck_auth *a);
+/* The agent a request is for: ?agent_id= (NULL when it is not one of the caller's), else the
+ * account's only agent, else NULL. */
+const ck_agent *ck_request_agent(const ck_auth *a, const http_req *req);
 void ck_auth_cache_clear(ck_app *app);
 /* GET /login?token=… (one-time link → session cookie), POST /logout. */
 void ck_login(ck_app *app, http_req *req);

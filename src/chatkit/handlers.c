@@ -466,7 +466,7 @@ static int add_user_message(store_conn *db, ck_call *c)
 
 /* ------------------------------------------------------------------ streaming handlers */
 
-static const ck_agent *agent_by_id(ck_auth *a, const char *id)
+static const ck_agent *agent_by_id(const ck_auth *a, const char *id)
 {
     for (size_t i = 0; i < a->n_agents; i++)
         if (!strcmp(a->agents[i].id, id))
@@ -1270,22 +1270,12 @@ int ck_mime_allowed(const config *cfg, const char *m)
     const char *list = cfg->allowed_mime_types;
     if (!list || !*list)
         return 1;
-    size_t ml = strlen(m);
-    for (const char *p = list; *p;) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        const char *e = p;
-        while (*e && *e != ',')
-            e++;
-        const char *end = e;
-        while (end > p && end[-1] == ' ')
-            end--;
-        size_t n = (size_t)(end - p);
-        if (n && ((n == ml && !strncasecmp(p, m, n)) ||
-                  (n >= 2 && p[n - 1] == '*' && p[n - 2] == '/' && !strncasecmp(p, m, n - 1))))
+    size_t ml = strlen(m), n;
+    const char *p = list, *s;
+    while ((n = config_list_next(&p, &s)))
+        if ((n == ml && !strncasecmp(s, m, n)) ||
+            (n >= 2 && s[n - 1] == '*' && s[n - 2] == '/' && !strncasecmp(s, m, n - 1)))
             return 1;
-        p = e;
-    }
     return 0;
 }
 
@@ -1358,13 +1348,11 @@ static void handle_attachment_create(ck_call *c)
                            "this image type is not supported: send PNG, JPEG, GIF, WebP or BMP");
     /* the agent it is for: ?agent_id= (must be the caller's), else the only one */
     char want[STORE_ID_MAX];
-    if (c->req->query && http_query_get(c->req->query, "agent_id", want, sizeof want) > 0 &&
-        resolve_agent(c))
+    if (resolve_agent(c) && c->req->query &&
+        http_query_get(c->req->query, "agent_id", want, sizeof want) > 0)
         return reply_error(c, 422, "agent_required",
                            "an agent is required: pass ?agent_id= naming an agent of your "
                            "account");
-    if (!c->agent && c->auth->n_agents == 1)
-        c->agent = &c->auth->agents[0];
     char id[ID_MAX], base[512], url[700];
     id_new("atc", id);
     public_base(c->app, c->req, base, sizeof base);
@@ -1378,15 +1366,17 @@ static void handle_attachment_create(ck_call *c)
 }
 
 /* Which agent a request is for: ?agent_id=, or the account's only agent. */
-static int resolve_agent(ck_call *c)
+const ck_agent *ck_request_agent(const ck_auth *a, const http_req *req)
 {
     char want[STORE_ID_MAX];
-    int n = c->req->query ? http_query_get(c->req->query, "agent_id", want, sizeof want) : -1;
-    if (n > 0) {
-        c->agent = agent_by_id(c->auth, want);
-    } else if (c->auth->n_agents == 1) {
-        c->agent = &c->auth->agents[0];
-    }
+    if (req->query && http_query_get(req->query, "agent_id", want, sizeof want) > 0)
+        return agent_by_id(a, want);
+    return a->n_agents == 1 ? &a->agents[0] : NULL;
+}
+
+static int resolve_agent(ck_call *c)
+{
+    c->agent = ck_request_agent(c->auth, c->req);
     return c->agent ? 0 : -1;
 }
 
@@ -1607,11 +1597,6 @@ static void protocol(ck_call *c)
     dispatch(c);
 }
 
-static void route_authed(ck_call *c)
-{
-    protocol(c);
-}
-
 /* ------------------------------------------------------------------ routes */
 
 static void metrics(ck_app *app, http_req *req)
@@ -1668,10 +1653,6 @@ static int cors(ck_app *app, http_req *req)
 
 enum route { R_API, R_UPLOAD, R_FILE, R_CLIENT_SECRET, R_SESSION, R_METRICS };
 
-typedef struct route_ctx {
-    enum route r;
-} route_ctx;
-
 static void session_info(ck_app *app, http_req *req, ck_auth *a)
 {
     json_t *agents = json_array();
@@ -1700,9 +1681,7 @@ static void client_secret(ck_app *app, http_req *req)
 
 static void on_authed(ck_app *app, http_req *req, ck_auth *a, void *ud)
 {
-    route_ctx *rc = ud;
-    enum route r = rc->r;
-    free(rc);
+    enum route r = (enum route)(uintptr_t)ud;
     if (!a)
         return;
     switch (r) {
@@ -1719,7 +1698,7 @@ static void on_authed(ck_app *app, http_req *req, ck_auth *a, void *ud)
         c->auth = a;
         c->scope = a->scope;
         http_req_ref(req);
-        return route_authed(c);
+        return protocol(c);
     }
     }
     ck_auth_release(a);
@@ -1792,9 +1771,7 @@ void ck_handle(http_req *req, void *ud)
     } else {
         return http_respond_error(req, 404, "not_found", "no such route");
     }
-    route_ctx *rc = xmalloc(sizeof *rc);
-    rc->r = r;
-    ck_authenticate(app, req, on_authed, rc);
+    ck_authenticate(app, req, on_authed, (void *)(uintptr_t)r);
 }
 
 int ck_wants_stream(const http_req *req, void *ud)

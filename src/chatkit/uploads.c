@@ -65,7 +65,6 @@ typedef struct upl {
     char final[PATH_MAX];
     int busy;       /* a uv_fs/uv_work request in flight */
     int body_ended; /* on_end ran */
-    int committing; /* commit work started */
     int answered;
     int in_cb;      /* inside a body callback: freeing waits for its end */
     int work_rc;
@@ -391,11 +390,6 @@ static void commit_work(uv_work_t *w)
     }
 }
 
-static json_t *attachment_json(upl *u)
-{
-    return ck_attachment_json(u->app, u->req, u->id, u->name, u->mime);
-}
-
 static int work_record(store_conn *db, void *arg)
 {
     upl *u = arg;
@@ -403,7 +397,7 @@ static int work_record(store_conn *db, void *arg)
         json_t *a = json_loads(u->att.json, 0, NULL);
         if (!json_is_object(a)) {
             json_decref(a);
-            a = attachment_json(u);
+            a = ck_attachment_json(u->app, u->req, u->id, u->name, u->mime);
         }
         json_object_del(a, "upload_descriptor"); /* done with: reference §9 */
         char *s = json_dumps(a, JSON_COMPACT);
@@ -412,7 +406,7 @@ static int work_record(store_conn *db, void *arg)
         u->reply = a;
         return rc;
     }
-    json_t *a = attachment_json(u);
+    json_t *a = ck_attachment_json(u->app, u->req, u->id, u->name, u->mime);
     store_attachment row = {0};
     memcpy(row.id, u->id, sizeof row.id);
     memcpy(row.agent_id, u->agent_id, sizeof row.agent_id);
@@ -476,7 +470,6 @@ static void upl_commit(upl *u)
 {
     if (files_path(u->app->cfg->data_dir, u->id, u->final, sizeof u->final))
         return fail(u, 500, "storage_error", "bad attachment id");
-    u->committing = 1;
     u->busy = 1;
     u->work.data = u;
     if (uv_queue_work(u->app->loop, &u->work, commit_work, commit_done)) {
@@ -604,15 +597,7 @@ void ck_upload_route(ck_app *app, http_req *req, ck_auth *auth)
     if (!*rest) { /* direct */
         if (req->method != HTTP_M_POST)
             return fail(u, 405, "method_not_allowed", "use POST with a multipart \"file\" part");
-        char want[STORE_ID_MAX];
-        const ck_agent *agent = NULL;
-        if (req->query && http_query_get(req->query, "agent_id", want, sizeof want) > 0) {
-            for (size_t i = 0; i < auth->n_agents; i++)
-                if (!strcmp(auth->agents[i].id, want))
-                    agent = &auth->agents[i];
-        } else if (auth->n_agents == 1) {
-            agent = &auth->agents[0];
-        }
+        const ck_agent *agent = ck_request_agent(auth, req);
         if (!agent)
             return fail(u, 422, "agent_required",
                         "an agent is required: pass ?agent_id= naming an agent of your account");
@@ -660,7 +645,6 @@ typedef struct dl {
     int fd;
     uint64_t left;
     char *chunk;
-    int status;
 } dl;
 
 static void dl_free(dl *d)

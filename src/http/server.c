@@ -1811,19 +1811,23 @@ void http_sse_on_drain(http_req *req, http_drain_fn cb, void *ud)
     r->drain_ud = ud;
 }
 
+/* Ending an SSE or streamed response that never started: expected when the client left
+ * before it could start (ending completes the request so it is freed); otherwise it is a
+ * caller's mistake. */
+static void end_unstarted(http_req *req, const char *what)
+{
+    if (http_req_alive(req))
+        LOGW(req->rid, "stream ended without its start", "call=%s", what);
+    http_respond_error(req, 500, "internal", "stream was not started");
+}
+
 void http_sse_end(http_req *req)
 {
     hreq *r = (hreq *)req;
     if (r->answered)
         return;
-    if (!r->sse) {
-        /* expected when the client left before the stream could start: ending completes the
-         * request so it is freed; otherwise it is a caller's mistake */
-        if (http_req_alive(req))
-            LOGW(r->pub.rid, "http_sse_end without http_sse_start", "%s", "");
-        http_respond_error(req, 500, "internal", "stream was not started");
-        return;
-    }
+    if (!r->sse)
+        return end_unstarted(req, "http_sse_end");
     r->answered = 1;
     conn *c = r->c;
     if (c && c->st == CS_SSE) {
@@ -2007,13 +2011,8 @@ void http_stream_end(http_req *req)
     hreq *r = (hreq *)req;
     if (r->answered)
         return;
-    if (!r->stream) {
-        /* as http_sse_end: completes a request whose stream could not start */
-        if (http_req_alive(req))
-            LOGW(r->pub.rid, "http_stream_end without http_stream_start", "%s", "");
-        http_respond_error(req, 500, "internal", "stream was not started");
-        return;
-    }
+    if (!r->stream)
+        return end_unstarted(req, "http_stream_end");
     r->answered = 1;
     conn *c = r->c;
     if (c && c->st == CS_STREAM) {

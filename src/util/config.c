@@ -84,6 +84,21 @@ static const opt opts[] = {
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
+size_t config_list_next(const char **p, const char **start)
+{
+    const char *s = *p;
+    while (*s == ' ' || *s == '\t' || *s == ',')
+        s++;
+    const char *e = s;
+    while (*e && *e != ',')
+        e++;
+    *p = e;
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    *start = s;
+    return (size_t)(e - s);
+}
+
 int config_parse_size(const char *s, size_t *out)
 {
     if (!s || !*s || !isdigit((unsigned char)*s))

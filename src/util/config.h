@@ -80,6 +80,10 @@ int config_finish(config *c, char *err, size_t errlen);
 char *config_dump(const config *c);
 void config_free(config *c);
 
+/* Iterates a comma-separated list value (CHATKIT_ALLOWED_ORIGINS, CHATKIT_ALLOWED_MIME_TYPES):
+ * sets *start to the next element, trimmed of blanks, advances *p past it and returns its length;
+ * 0 at the end. Empty elements are skipped. */
+size_t config_list_next(const char **p, const char **start);
 /* Parses sizes like "1048576", "1MiB", "25MB", "64k"; returns 0 or -EINVAL. */
 int config_parse_size(const char *s, size_t *out);
 /* Parses a "host:port" into parts; host must be an IP literal or "localhost". */
