@@ -10,6 +10,7 @@
 #include "util/base64.h"
 #include "util/hmac.h"
 #include "util/log.h"
+#include "util/timeutil.h"
 
 #define SIG_B64_LEN      43 /* 32 bytes, base64url without padding */
 #define JSON_DEPTH_MAX   16
@@ -300,7 +301,9 @@ int jwt_verify(const char *token, size_t len, const jwt_opts *o, jwt_claims *out
         return fail(err, errlen, JWT_EMALFORMED, "payload: bad base64url");
     if (!pl)
         return fail(err, errlen, JWT_EMALFORMED, "payload: not a JSON object");
-    int64_t now = o->now ? o->now : (int64_t)time(NULL);
+    /* not time(NULL): glibc reads the coarse clock, up to a tick behind, so a token minted
+     * by the host this very second could look issued in the future */
+    int64_t now = o->now ? o->now : ts_now_us() / 1000000;
     rc = read_claims(pl, o, now, out, err, errlen);
     json_decref(pl);
     if (rc)

@@ -48,7 +48,7 @@ typedef struct jwt_opts {
     const char *issuer;   /* NULL: iss not checked (its type still is) */
     const char *audience; /* NULL: aud not checked (its type still is) */
     long leeway_s;        /* clock skew allowed on exp/nbf/iat; negative counts as 0 */
-    int64_t now;          /* unix seconds; 0: time(NULL) */
+    int64_t now;          /* unix seconds; 0: the real-time clock (not the coarse time(NULL)) */
     size_t max_len;       /* token bytes; 0: JWT_MAX_LEN_DEFAULT */
 } jwt_opts;
 
