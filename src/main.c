@@ -1,9 +1,13 @@
 /* chatkitd: the command line (design.md §7). */
+#include <dirent.h>
+#include <errno.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <uv.h>
 
 #include "admin.h"
@@ -102,6 +106,95 @@ static void on_signal(uv_signal_t *h, int signum)
     http_server_shutdown(s->http, s->cfg->shutdown_timeout_ms, on_http_done, s);
 }
 
+/* What shows that a data directory had a database: its signing key, stored attachments, a
+ * write-ahead log left behind. NULL when none (a first start). */
+static const char *data_dir_was_used(const config *cfg, const char *db)
+{
+    char p[4096];
+    struct stat sb;
+    snprintf(p, sizeof p, "%s-wal", db);
+    if (stat(p, &sb) == 0)
+        return "the database's write-ahead log";
+    snprintf(p, sizeof p, "%s/secret.key", cfg->data_dir);
+    if (stat(p, &sb) == 0)
+        return "secret.key";
+    snprintf(p, sizeof p, "%s/files", cfg->data_dir);
+    DIR *d = opendir(p);
+    const char *why = NULL;
+    for (struct dirent *e; d && !why && (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "tmp"))
+            why = "stored attachments (files/)";
+    if (d)
+        closedir(d);
+    return why;
+}
+
+/* The start-up guard: a database that is missing from a data directory that was used before
+ * was deleted or moved, and opening it would silently create an empty one (every account,
+ * token and thread gone). Only `chatkitd migrate` creates one there, on purpose. */
+static int check_database_present(const config *cfg)
+{
+    const char *db = cfg->database_url + 7;
+    struct stat sb;
+    if (strncmp(cfg->database_url, "sqlite:", 7) || !*db || !strcmp(db, ":memory:") ||
+        stat(db, &sb) == 0 || errno != ENOENT)
+        return 0;
+    const char *why = data_dir_was_used(cfg, db);
+    if (!why)
+        return 0;
+    fprintf(stderr,
+            "chatkitd: the database %s is missing, but %s was used before (it has %s): the "
+            "database was deleted or moved, and opening it would create an empty one.\n"
+            "Put it back (from a backup, or a %s.rescued-* copy a running server made), or create "
+            "an empty database deliberately with `chatkitd migrate` (every account, token and "
+            "thread is then gone).\n",
+            db, cfg->data_dir, why, db);
+    return -1;
+}
+
+/* Descriptors open now (the database, the loop's own), or 0 when /proc is not there. */
+static unsigned fds_in_use(void)
+{
+    unsigned n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n ? n - 1 : 0; /* not the directory's own */
+}
+
+/* Every connection is a file descriptor. The soft limit is raised to the hard one, and the
+ * connection cap kept under what is left of it, with room for attachment files, MCP servers'
+ * pipes and model connections (an eighth of the limit, 16 to 256): a cap the process cannot
+ * reach would let idle connections use up the descriptors, after which accept() fails (libuv
+ * then closes new connections itself) and new clients are turned away before the cap's
+ * eviction of idle connections could help. */
+static unsigned conn_cap_for_fds(unsigned want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl))
+        return want;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t cur = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl))
+            rl.rlim_cur = cur;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY)
+        return want;
+    rlim_t reserve = rl.rlim_cur / 8 < 16 ? 16 : rl.rlim_cur / 8 > 256 ? 256 : rl.rlim_cur / 8;
+    reserve += fds_in_use();
+    rlim_t fit = rl.rlim_cur > reserve + 1 ? rl.rlim_cur - reserve : 1;
+    if (want && want <= fit)
+        return want;
+    unsigned cap = fit > 0xffffffffu ? 0xffffffffu : (unsigned)fit;
+    LOGI(NULL, "connection cap set by the descriptor limit", "max_connections=%u nofile=%llu", cap,
+         (unsigned long long)rl.rlim_cur);
+    return cap;
+}
+
 static int serve(config *cfg)
 {
     char err[512];
@@ -109,6 +202,8 @@ static int serve(config *cfg)
         fprintf(stderr, "chatkitd: %s\n", err);
         return 1;
     }
+    if (check_database_present(cfg))
+        return 1;
     server s;
     memset(&s, 0, sizeof s);
     s.cfg = cfg;
@@ -128,7 +223,9 @@ static int serve(config *cfg)
         return 1;
     }
     ck_app_init(&s.app, s.loop, cfg, s.st, key);
+    ck_uploads_recover(&s.app); /* what a previous process left behind: before we listen */
     memset(key, 0, sizeof key);
+    unsigned max_conns = conn_cap_for_fds(cfg->max_connections);
     http_config hc = {
         .max_header = cfg->max_header,
         .max_url = cfg->max_url,
@@ -138,7 +235,9 @@ static int serve(config *cfg)
         .idle_timeout_ms = cfg->idle_timeout_ms,
         .heartbeat_ms = cfg->heartbeat_ms,
         .sse_max_queue = cfg->sse_max_queue,
-        .max_connections = cfg->max_connections,
+        .max_connections = max_conns,
+        .max_per_address = cfg->max_per_address,
+        .unadmitted_max = cfg->unauth_max,
     };
     s.http = http_server_new(s.loop, &hc, ck_handle, &s.app);
     s.app.http = s.http;
@@ -230,6 +329,8 @@ int main(int argc, char **argv)
     } else if (!strcmp(cmd, "mcp-demo")) {
         status = nrest > 1 ? (fprintf(stderr, "chatkitd: mcp-demo takes no arguments\n"), 2)
                            : mcp_demo_main(stdin, stdout);
+    } else if (strcmp(cmd, "migrate") && strcmp(cmd, "config") && check_database_present(&cfg)) {
+        status = 1; /* the other commands would create an empty database too */
     } else {
         status = admin_main(&cfg, nrest, rest, json);
     }

@@ -67,11 +67,19 @@ static void unauthorized(http_req *req, const char *msg)
     http_respond_error(req, 401, "unauthorized", msg);
 }
 
+/* The 401 for a token or session the store does not know or that has expired or was ended. */
+static const char *gone_msg(char via)
+{
+    return via == 's' ? "the session has expired or was ended: sign in again"
+                      : "missing or invalid credentials";
+}
+
 /* ------------------------------------------------------------------ store side */
 
 /* The scope's agents into a new ck_auth (store thread). */
-static int load_auth(store_conn *db, const store_scope *sc, char via, ck_auth **out)
+static int load_auth(store_conn *db, const store_auth *sa, char via, ck_auth **out)
 {
+    const store_scope *sc = &sa->scope;
     store_agent *agents = NULL;
     size_t n = 0;
     int rc = store_agents_list(db, sc->account_id, &agents, &n);
@@ -79,6 +87,7 @@ static int load_auth(store_conn *db, const store_scope *sc, char via, ck_auth **
         return rc;
     ck_auth *a = xcalloc(1, sizeof *a);
     a->scope = *sc;
+    a->expires_us = sa->expires_us;
     a->via = via;
     a->agents = xcalloc(n ? n : 1, sizeof *a->agents);
     a->n_agents = n;
@@ -127,14 +136,13 @@ static int work_authn(store_conn *db, void *arg)
                                      ts_now_us(), &sa);
         if (rc == STORE_ENOTFOUND) {
             x->status = 401;
-            x->msg = x->via == 's' ? "the session has expired or was ended: sign in again"
-                                   : "missing or invalid credentials";
+            x->msg = gone_msg(x->via);
             return STORE_EINVAL;
         }
         if (rc)
             return rc;
     }
-    return load_auth(db, &sa.scope, x->via, &x->auth);
+    return load_auth(db, &sa, x->via, &x->auth);
 }
 
 /* ------------------------------------------------------------------ loop side */
@@ -165,10 +173,13 @@ static void authn_done(int rc, void *arg)
     authn *x = arg;
     ck_app *app = x->app;
     if (x->status || rc) {
-        if (x->status)
+        if (x->status) {
             unauthorized(x->req, x->msg);
-        else
-            http_respond_error(x->req, 500, "store_error", "authentication failed: storage error");
+        } else {
+            const char *code, *msg;
+            int status = ck_store_status(rc, "authentication failed: storage error", &code, &msg);
+            http_respond_error(x->req, status, code, msg);
+        }
         x->cb(app, x->req, NULL, x->ud);
         authn_free(x);
         return;
@@ -251,6 +262,12 @@ void ck_authenticate(ck_app *app, http_req *req, ck_auth_fn cb, void *ud)
     key[0] = via;
     auth_token_hash(tok, (size_t)tl, key + 1);
     ck_auth *a = map_get(&app->auth_cache, key);
+    if (a && a->expires_us && a->expires_us <= ts_now_us()) {
+        /* the cache saves the lookup, never the expiry check */
+        ck_auth_release(map_del(&app->auth_cache, key));
+        unauthorized(req, gone_msg(via));
+        return cb(app, req, NULL, ud);
+    }
     if (a && uv_now(app->loop) - a->fetched_ms < app->cfg->auth_cache_ms) {
         jwt_claims_clear(&claims);
         a->refs++;
@@ -321,7 +338,9 @@ static void login_done(int rc, void *arg)
         http_respond_error(l->req, 401, "invalid_login_link",
                            "this login link is invalid, has expired or was already used");
     } else if (rc) {
-        http_respond_error(l->req, 500, "store_error", "sign-in failed: storage error");
+        const char *code, *msg;
+        int status = ck_store_status(rc, "sign-in failed: storage error", &code, &msg);
+        http_respond_error(l->req, status, code, msg);
     } else {
         LOGI(l->req->rid, "signed in", "user=%s", l->sa.scope.user_id);
         set_cookie(l->app, l->req, l->session, l->app->cfg->session_ttl_s);
@@ -369,9 +388,11 @@ static void logout_done(int rc, void *arg)
     memcpy(key + 1, l->hash, AUTH_HASH_HEX);
     ck_auth_release(map_del(&l->app->auth_cache, key));
     set_cookie(l->app, l->req, "", 0);
-    if (rc)
-        http_respond_error(l->req, 500, "store_error", "sign-out failed: storage error");
-    else
+    if (rc) {
+        const char *code, *msg;
+        int status = ck_store_status(rc, "sign-out failed: storage error", &code, &msg);
+        http_respond_error(l->req, status, code, msg);
+    } else
         http_respond(l->req, 204, NULL, NULL, 0, NULL);
     http_req_unref(l->req);
     free(l);

@@ -31,6 +31,8 @@ typedef struct ck_auth {
     ck_agent *agents;
     size_t n_agents;
     uint64_t fetched_ms; /* uv_now at lookup */
+    int64_t expires_us;  /* the token's or session's expiry, checked on every request (0 =
+                          * never; a JWT's own exp is verified on every request instead) */
     int refs;
     char via;            /* how the caller proved who they are: 't' bearer token, 'j' JWT,
                           * 's' session cookie */
@@ -49,6 +51,7 @@ typedef struct ck_app {
     unsigned char key[32]; /* signs preview URLs (CHATKIT_SECRET_KEY or <data_dir>/secret.key) */
     uv_timer_t sweep;      /* removes unattached attachments (CHATKIT_CLEANUP_INTERVAL_MS) */
     int sweeping;
+    int64_t orphans_at_s;  /* last sweep that looked for attachment files without a row */
     int shutting_down;
     uint64_t started_ms;
     uint64_t n_requests, n_streams, n_errors;
@@ -56,7 +59,8 @@ typedef struct ck_app {
 
 /* The HTTP handler for every route (http_handler_fn). */
 void ck_handle(http_req *req, void *app);
-/* Which requests stream their body to disk (http_stream_want_fn): the upload routes. */
+/* Which requests stream their body (http_stream_want_fn): all of them, so that credentials
+ * are checked from the head before a byte of the body is read. */
 int ck_wants_stream(const http_req *req, void *app);
 /* key: the preview-URL signing key (files_secret_key). Starts the attachment sweep timer. */
 void ck_app_init(ck_app *app, uv_loop_t *loop, const config *cfg, store *st,
@@ -82,6 +86,10 @@ void ck_auth_cache_clear(ck_app *app);
 /* GET /login?token=… (one-time link → session cookie), POST /logout. */
 void ck_login(ck_app *app, http_req *req);
 void ck_logout(ck_app *app, http_req *req);
+/* The answer to a failed store job (rc not handled by the caller): 507 `storage_error` when
+ * the disk is full, 503 `storage_lost` when the database file is gone, else 500 `store_error`
+ * with the message what. */
+int ck_store_status(int rc, const char *what, const char **code, const char **msg);
 /* Answers 429 with Retry-After. */
 void ck_too_many(http_req *req, unsigned retry_s, const char *msg);
 
@@ -93,6 +101,12 @@ void ck_attachment_get(ck_app *app, http_req *req, ck_auth *auth);
 /* Rewrites every preview URL of ours in the JSON text b to a freshly signed one. */
 void ck_sign_previews(ck_app *app, buf *b);
 void ck_sweep_start(ck_app *app);
+/* For `serve`, once the app is initialised and before the server listens: removes every
+ * temporary upload file and attachment file without a row, and, in a write job that runs before
+ * any request's, releases every upload claim left in the store, so the uploads a previous
+ * process was running when it died can be retried at once. Logs the counts once (info).
+ * Assumes one server process per data directory and database (see uploads.c). */
+void ck_uploads_recover(ck_app *app);
 /* Removes an attachment's bytes (after its row is gone), off the loop. */
 void ck_remove_bytes(ck_app *app, const char *id);
 /* The Attachment object of an uploaded file (type image with a preview_url for the raster

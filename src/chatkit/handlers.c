@@ -7,9 +7,11 @@
  * request never leaves half-written state and never sends a half stream. */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "auth/auth.h"
 #include "chatkit/chatkit.h"
@@ -100,8 +102,8 @@ static void reply_error(ck_call *c, int status, const char *code, const char *ms
 {
     if (status >= 500)
         c->app->n_errors++;
-    LOGD(c->req->rid, "request refused", "status=%d code=%s type=%s", status, code,
-         c->type ? c->type : "-");
+    LOGD(c->req->rid, "request refused", "status=%d code=%s type=\"%s\"", status, code,
+         LOGQ(c->type));
     http_respond_error(c->req, status, code, msg);
     call_free(c);
 }
@@ -150,7 +152,30 @@ static int not_found(ck_call *c, int rc, const char *what)
     return rc;
 }
 
-/* Common done: refusal -> JSON error; store failure -> 500; else the next step. */
+static const char storage_lost_msg[] =
+    "the server's database file was deleted or replaced; nothing can be saved until an operator "
+    "restores it";
+
+int ck_store_status(int rc, const char *what, const char **code, const char **msg)
+{
+    if (rc == STORE_EFULL) {
+        *code = "storage_error";
+        *msg = "the disk is full; nothing was kept";
+        return 507;
+    }
+    if (rc == STORE_ELOST) {
+        *code = "storage_lost";
+        *msg = storage_lost_msg;
+        return 503;
+    }
+    *code = "store_error";
+    *msg = what;
+    return 500;
+}
+
+
+/* Common done: refusal -> JSON error; store failure -> 507 (disk full), 503 (database lost) or
+ * 500 (docs/protocol.md); else the next step. */
 static void job_done(int rc, void *arg)
 {
     ck_call *c = arg;
@@ -159,8 +184,12 @@ static void job_done(int rc, void *arg)
         return;
     }
     if (rc) {
-        LOGE(c->req->rid, "store job failed", "type=%s rc=%d", c->type, rc);
-        reply_error(c, 500, "store_error", "storage failed; nothing was changed");
+        /* a full disk or a lost database is the operator's problem, and the store logged it */
+        LOG(rc == STORE_EFULL || rc == STORE_ELOST ? LOG_WARN : LOG_ERROR, c->req->rid,
+            "store job failed", "type=\"%s\" rc=%d", LOGQ(c->type), rc);
+        const char *code, *msg;
+        int status = ck_store_status(rc, "storage failed; nothing was changed", &code, &msg);
+        reply_error(c, status, code, msg);
         return;
     }
     ck_sign_previews(c->app, &c->out);
@@ -1179,6 +1208,13 @@ static int work_delete(store_conn *db, ck_call *c)
     return rc ? not_found(c, rc, "thread") : 0;
 }
 
+/* A run still streaming on the deleted thread stops, and its client is told why. */
+static void done_delete(ck_call *c)
+{
+    stream_thread_deleted(c->app, c->thread_id);
+    reply_empty(c);
+}
+
 static int work_items(store_conn *db, ck_call *c)
 {
     int rc = load_thread(db, c);
@@ -1229,17 +1265,28 @@ static int work_attachment_create(store_conn *db, ck_call *c)
     return rc;
 }
 
+/* attachments.delete: the bytes go first, then the row, in one write job. A file that cannot
+ * be removed (a read-only or failing disk) keeps the row: 500, and the delete can be repeated,
+ * so no bytes are ever left without a row to find them by. Bytes first also means a full disk
+ * gets its room back before the row's deletion needs some (SQLite appends it to the WAL); should
+ * the row still not fit, the client gets 507 and a repeated delete needs only the row. */
 static int work_attachment_delete(store_conn *db, ck_call *c)
 {
-    int rc = store_attachment_delete(db, &c->scope, c->item_id);
+    store_attachment a;
+    int rc = store_attachment_load(db, &c->scope, c->item_id, &a);
+    store_attachment_clear(&a);
+    if (rc)
+        return not_found(c, rc, "attachment");
+    char path[PATH_MAX];
+    if (!files_path(c->app->cfg->data_dir, c->item_id, path, sizeof path) && unlink(path) &&
+        errno != ENOENT) {
+        LOGW(c->req->rid, "attachment bytes not removed", "id=\"%s\" err=%s", LOGQ(c->item_id),
+             strerror(errno));
+        return refuse(c, 500, "storage_error",
+                      "the attachment's file could not be removed; nothing was changed");
+    }
+    rc = store_attachment_delete(db, &c->scope, c->item_id);
     return rc ? not_found(c, rc, "attachment") : 0;
-}
-
-/* The row is gone (committed): now the bytes (reference §9: the AttachmentStore deletes). */
-static void done_attachment_delete(ck_call *c)
-{
-    ck_remove_bytes(c->app, c->item_id);
-    reply_empty(c);
 }
 
 /* ------------------------------------------------------------------ dispatch */
@@ -1511,7 +1558,7 @@ static void dispatch(ck_call *c)
             return reply_error(c, 400, "invalid_request", c->msg);
         if (t[8] == 'g')
             return run_job(c, 0, work_get, reply_out);
-        return run_job(c, 1, work_delete, reply_empty);
+        return run_job(c, 1, work_delete, done_delete);
     }
     if (!strcmp(t, "threads.list")) {
         if (resolve_agent(c))
@@ -1556,7 +1603,7 @@ static void dispatch(ck_call *c)
     if (!strcmp(t, "attachments.delete")) {
         if (get_id(c, "attachment_id", c->item_id, 1))
             return reply_error(c, 400, "invalid_request", c->msg);
-        return run_job(c, 1, work_attachment_delete, done_attachment_delete);
+        return run_job(c, 1, work_attachment_delete, reply_empty);
     }
     if (!strcmp(t, "input.transcribe")) {
         if (!json_is_string(json_object_get(c->params, "audio_base64")) ||
@@ -1679,6 +1726,16 @@ static void client_secret(ck_app *app, http_req *req)
     http_respond_owned(req, 200, "application/json", body, strlen(body), NULL);
 }
 
+/* The body of a protocol request arrived (status 0), or the server answered it already (too
+ * large, malformed, too slow) or the client left: then the reply below is a no-op. */
+static void on_body(http_req *req, int status, void *ud)
+{
+    ck_call *c = ud;
+    if (status)
+        return reply_error(c, 400, "bad_request", "the request body could not be read");
+    protocol(c);
+}
+
 static void on_authed(ck_app *app, http_req *req, ck_auth *a, void *ud)
 {
     enum route r = (enum route)(uintptr_t)ud;
@@ -1698,7 +1755,15 @@ static void on_authed(ck_app *app, http_req *req, ck_auth *a, void *ud)
         c->auth = a;
         c->scope = a->scope;
         http_req_ref(req);
-        return protocol(c);
+        if (!req->streaming)
+            return protocol(c);
+        /* the body is read only now that the caller is known */
+        int rc = http_body_collect(req, on_body, c);
+        if (rc == -EMSGSIZE)
+            return reply_error(c, 413, "payload_too_large", "request body too large");
+        if (rc)
+            return reply_error(c, 400, "bad_request", "the request body could not be read");
+        return;
     }
     }
     ck_auth_release(a);
@@ -1723,6 +1788,10 @@ void ck_handle(http_req *req, void *ud)
             return http_respond_error(req, 405, "method_not_allowed", "use GET");
         if (path[1] == 'r' && app->shutting_down)
             return http_respond_error(req, 503, "shutting_down", "the server is shutting down");
+        /* /healthz stays 200 when the database is lost: restarting the process would discard
+         * the data it still holds (the store copies it out first; see store_check) */
+        if (path[1] == 'r' && store_check(app->st) == STORE_ELOST)
+            return http_respond_error(req, 503, "storage_lost", storage_lost_msg);
         return http_respond(req, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
     }
     if (cors(app, req))
@@ -1774,14 +1843,15 @@ void ck_handle(http_req *req, void *ud)
     ck_authenticate(app, req, on_authed, (void *)(uintptr_t)r);
 }
 
+/* Every body is streamed: the handler sees the head first, checks the caller's credentials,
+ * and only then reads the body (http_body_collect for protocol requests, straight to disk for
+ * uploads), so nothing is buffered for a caller who has not proved who they are. Routes that
+ * take no body answer without reading one. */
 int ck_wants_stream(const http_req *req, void *ud)
 {
-    ck_app *app = ud;
-    const char *api = app->cfg->api_url;
-    size_t apilen = strlen(api);
-    const char *sub = !strncmp(req->path, api, apilen) ? req->path + apilen : NULL;
-    return sub && (req->method == HTTP_M_PUT || req->method == HTTP_M_POST) &&
-           (!strcmp(sub, "/upload") || !strncmp(sub, "/upload/", 8));
+    (void)req;
+    (void)ud;
+    return 1;
 }
 
 void ck_app_init(ck_app *app, uv_loop_t *loop, const config *cfg, store *st,

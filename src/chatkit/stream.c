@@ -50,7 +50,11 @@ struct ck_stream {
     int cancelled;
     int ended;
     int paused;             /* backpressure: the run was told to stop reading the model */
+    int deleted;            /* its thread was deleted: only the run's accounting is stored */
+    struct ck_stream *live_next; /* every stream not yet freed (stream_thread_deleted) */
 };
+
+static ck_stream *live_streams;
 
 /* Encoding space shared by every stream: they all run on the loop thread, and each event is
  * copied out (to the socket or a batch) before the next is encoded. */
@@ -84,13 +88,18 @@ json_t *stream_new_item(ck_stream *st, const char *prefix, const char *type)
                      "type", type);
 }
 
+static void entry_free(entry *e)
+{
+    json_decref(e->ev);
+    free(e->text);
+    free(e->run);
+    free(e);
+}
+
 static void push(ck_stream *st, entry *e)
 {
-    if (st->ended) {
-        json_decref(e->ev);
-        free(e->text);
-        free(e->run);
-        free(e);
+    if (st->ended || (st->deleted && e->kind != E_RUN && e->kind != E_END)) {
+        entry_free(e);
         return;
     }
     if (st->tail)
@@ -336,12 +345,28 @@ static void job_done(int rc, void *arg)
     job *j = arg;
     ck_stream *st = j->st;
     st->busy = 0;
-    if (rc) {
-        LOGE(stream_rid(st), "store write failed", "rc=%d thread=%s ops=%zu", rc, st->thread.id,
-             j->nops);
-        /* the client must not see what was not stored */
+    if (rc && st->deleted) {
+        LOGD(stream_rid(st), "store write for a deleted thread failed", "rc=%d", rc);
+    } else if (rc) {
+        /* a full disk or a lost database is logged by the store; this is one turn's share */
+        LOG(rc == STORE_EFULL || rc == STORE_ELOST ? LOG_WARN : LOG_ERROR, stream_rid(st),
+            "store write failed", "rc=%d thread=%s ops=%zu", rc, st->thread.id, j->nops);
+        /* the client must not see what was not stored; the store errors of a JSON reply
+         * (handlers.c job_done: 507 disk full, 503 database lost) as error events */
         static const char ev[] = "{\"type\":\"error\",\"code\":\"stream.error\",\"allow_retry\":true}";
-        send_text(st, ev, sizeof ev - 1);
+        static const char full[] =
+            "{\"type\":\"error\",\"code\":\"custom\",\"message\":\"The server's disk is full: "
+            "this answer could not be saved.\",\"allow_retry\":true}";
+        static const char lost[] =
+            "{\"type\":\"error\",\"code\":\"custom\",\"message\":\"The server's database file "
+            "was deleted or replaced: nothing can be saved until an operator restores it.\","
+            "\"allow_retry\":false}";
+        if (rc == STORE_EFULL)
+            send_text(st, full, sizeof full - 1);
+        else if (rc == STORE_ELOST)
+            send_text(st, lost, sizeof lost - 1);
+        else
+            send_text(st, ev, sizeof ev - 1);
     } else {
         for (size_t off = 0; off < j->out.len;) {
             size_t n;
@@ -565,6 +590,10 @@ static void end_stream(ck_stream *st)
 {
     if (map_get(&st->app->active, st->thread.id) == st)
         map_del(&st->app->active, st->thread.id);
+    ck_stream **pp = &live_streams;
+    while (*pp != st)
+        pp = &(*pp)->live_next;
+    *pp = st->live_next;
     rl_stream(&st->app->rl, st->scope.user_id, -1);
     if (st->req) {
         http_req_on_close(st->req, NULL, NULL);
@@ -720,6 +749,8 @@ ck_stream *stream_new(ck_app *app, http_req *req, const store_scope *sc, const s
     st->agent.instructions = agent->instructions ? xstrdup(agent->instructions) : NULL;
     st->agent.config = json_incref(agent->config); /* never modified */
     st->last_us = last_us;
+    st->live_next = live_streams;
+    live_streams = st;
     http_req_ref(req);
     map_put(&app->active, st->thread.id, st);
     rl_stream(&app->rl, st->scope.user_id, +1);
@@ -810,4 +841,55 @@ void stream_finish(ck_stream *st)
         return;
     st->finished = 1;
     push(st, entry_new(E_END));
+}
+
+/* The thread is gone (threads.delete): what is queued or pending for it is dropped (the run's
+ * accounting excepted: its tokens were spent), the client gets one error event that is not
+ * worth retrying, then nothing more, and the run stops. */
+static void thread_gone(ck_stream *st)
+{
+    static const char ev[] = "{\"type\":\"error\",\"code\":\"custom\",\"message\":\"This "
+                             "thread was deleted.\",\"allow_retry\":false}";
+    LOGI(stream_rid(st), "thread deleted while streaming: run cancelled", "thread=%s",
+         st->thread.id);
+    st->deleted = 1;
+    entry *e = st->head;
+    st->head = st->tail = NULL;
+    for (entry *next; e; e = next) {
+        next = e->next;
+        e->next = NULL;
+        if (e->kind != E_RUN) {
+            entry_free(e);
+            continue;
+        }
+        if (st->tail)
+            st->tail->next = e;
+        else
+            st->head = e;
+        st->tail = e;
+    }
+    while (st->pend) {
+        pending *p = st->pend;
+        st->pend = p->next;
+        pending_free(p);
+    }
+    st->thread_dirty = 0;
+    st->finished = 1;
+    if (st->run) {
+        run *r = st->run;
+        st->run = NULL;
+        run_cancel(r); /* queues its accounting */
+    }
+    send_text(st, ev, sizeof ev - 1);
+    st->cancelled = 1; /* nothing after the error reaches the client */
+    push(st, entry_new(E_END));
+}
+
+void stream_thread_deleted(ck_app *app, const char *thread_id)
+{
+    for (ck_stream *st = live_streams; st; st = st->live_next)
+        if (st->app == app && !st->ended && !st->deleted && !strcmp(st->thread.id, thread_id)) {
+            thread_gone(st);
+            return;
+        }
 }

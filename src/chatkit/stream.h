@@ -43,6 +43,10 @@ void stream_set_metadata(ck_stream *st, const char *key, json_t *value);
 void stream_record_run(ck_stream *st, const store_run *r);
 /* The producer is done; the stream ends once everything queued is stored and sent. */
 void stream_finish(ck_stream *st);
+/* threads.delete of thread_id succeeded: a stream of that thread ends at once with one error
+ * event (allow_retry false), its run is cancelled and nothing more is stored for the thread
+ * but the run's accounting. */
+void stream_thread_deleted(ck_app *app, const char *thread_id);
 
 /* Accessors for producers. */
 int64_t stream_now(ck_stream *st); /* monotonic per thread, microseconds */

@@ -9,7 +9,9 @@
  * At the end the content is checked against the declared type, the file fsynced, renamed to
  * <data_dir>/files/<id> and the directory fsynced; only then is the store told, so a stored
  * "uploaded" row always has its bytes. Any failure removes the temporary file and leaves a
- * two-phase attachment uploadable again. */
+ * two-phase attachment uploadable again: its claim is released as soon as the upload fails
+ * (the client went away, a check or a write failed), and the claims and temporary files of a
+ * server process that died are recovered when the next one starts (ck_uploads_recover). */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -33,7 +35,8 @@
 #define CHUNK (64 * 1024)
 /* multipart framing allowed on top of the file itself (headers, other small fields) */
 #define MP_OVERHEAD (16 * 1024)
-/* a claimed upload whose server died is taken over after this long */
+/* a claim older than this is taken over: start-up recovery releases the claims of a server
+ * that died, so this only matters for a claim whose release failed (a store error) */
 #define STALE_CLAIM_US (15LL * 60 * 1000000)
 #define SEND_HIGH_WATER (256 * 1024)
 #define SWEEP_BATCH 500
@@ -76,6 +79,7 @@ typedef struct upl {
 
 static void upl_maybe_free(upl *u);
 static void upl_commit(upl *u);
+static void release_claim(upl *u);
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -103,6 +107,7 @@ static void fail(upl *u, int status, const char *code, const char *fmt, ...)
     vsnprintf(u->msg, sizeof u->msg, fmt, ap);
     va_end(ap);
     upl_answer_error(u);
+    release_claim(u);
     upl_maybe_free(u);
 }
 
@@ -125,16 +130,45 @@ static void unclaim_done(int rc, void *arg)
     free(arg);
 }
 
+/* A failed two-phase upload gives its attachment back at once, even while a write of its
+ * temporary file is still in flight (that file is removed when the write ends): a retry must
+ * not meet upload_in_progress. The release is a write job, so a retry's claim, submitted
+ * later, runs after it. When the store refuses it (shutting down, a store error) the claim
+ * stays until the next start (ck_uploads_recover) or until it is stale. */
+static void release_claim(upl *u)
+{
+    if (!u->claimed)
+        return;
+    u->claimed = 0;
+    unclaim *x = xcalloc(1, sizeof *x);
+    x->scope = u->auth->scope;
+    memcpy(x->id, u->id, sizeof x->id);
+    if (store_write(u->app->st, work_unclaim, unclaim_done, x)) {
+        LOGW(NULL, "could not release a failed upload", "id=\"%s\"", LOGQ(x->id));
+        free(x);
+    }
+}
+
 static void fs_free_cb(uv_fs_t *r)
 {
     uv_fs_req_cleanup(r);
     free(r);
 }
 
+/* A file that cannot be removed is logged; the daily sweep (or the next start) retries the
+ * bytes of attachments whose row is gone. */
+static void on_unlinked(uv_fs_t *r)
+{
+    if (r->result < 0 && r->result != UV_ENOENT)
+        LOGW(NULL, "file not removed", "path=\"%s\" err=%s", LOGQ(r->path),
+             uv_strerror((int)r->result));
+    fs_free_cb(r);
+}
+
 static void unlink_async(uv_loop_t *loop, const char *path)
 {
     uv_fs_t *r = xmalloc(sizeof *r);
-    if (uv_fs_unlink(loop, r, path, fs_free_cb))
+    if (uv_fs_unlink(loop, r, path, on_unlinked))
         free(r);
 }
 
@@ -156,17 +190,8 @@ static void upl_maybe_free(upl *u)
         uv_fs_req_cleanup(&r);
         u->fd = -1;
     }
-    if (u->status) {
-        if (u->tmp[0])
-            unlink_async(u->app->loop, u->tmp);
-        if (u->claimed) {
-            unclaim *x = xcalloc(1, sizeof *x);
-            x->scope = u->auth->scope;
-            memcpy(x->id, u->id, sizeof x->id);
-            if (store_write(u->app->st, work_unclaim, unclaim_done, x))
-                free(x);
-        }
-    }
+    if (u->status && u->tmp[0])
+        unlink_async(u->app->loop, u->tmp);
     if (u->mp)
         mp_free(u->mp);
     buf_free(&u->wbuf);
@@ -330,7 +355,7 @@ static void on_body_end(http_req *req, int status, void *ud)
         return;
     }
     if (status == -ECONNRESET)
-        LOGI(u->req->rid, "upload interrupted", "id=%s bytes=%llu", u->id,
+        LOGI(u->req->rid, "upload interrupted", "id=\"%s\" bytes=%llu", LOGQ(u->id),
              (unsigned long long)u->size);
     if (status == -EMSGSIZE)
         return fail(u, 413, "file_too_large", "the upload is too large");
@@ -347,7 +372,10 @@ static void on_body_end(http_req *req, int status, void *ud)
         body_finished(u);
 }
 
-/* The whole body is on disk (not yet fsynced): check it, then commit. */
+/* The whole body is on disk (not yet fsynced): check it, then commit. From here on nothing
+ * watches the client: one that goes away now (say, right after its last byte) does not stop
+ * the upload, whose bytes are whole and checked; it ends stored, and a retry is told 409
+ * already_uploaded. */
 static void body_finished(upl *u)
 {
     if (u->exact >= 0 && u->size != (uint64_t)u->exact)
@@ -366,12 +394,12 @@ static void body_finished(upl *u)
 static void commit_work(uv_work_t *w)
 {
     upl *u = w->data;
-    u->work_rc = 0;
-    if (fsync(u->fd) || close(u->fd)) {
+    u->work_rc = fsync(u->fd) ? -errno : 0;
+    if (close(u->fd) && !u->work_rc) /* the descriptor is gone either way */
         u->work_rc = -errno;
-        return;
-    }
     u->fd = -1;
+    if (u->work_rc)
+        return;
     if (rename(u->tmp, u->final)) {
         u->work_rc = -errno;
         return;
@@ -433,11 +461,13 @@ static void record_done(int rc, void *arg)
         if (rc == STORE_ENOTFOUND)
             return fail(u, 404, "not_found", "attachment not found");
         LOGE(u->req->rid, "upload not recorded", "rc=%d", rc);
-        return fail(u, 500, "store_error", "the upload could not be recorded; nothing was kept");
+        const char *code, *msg;
+        int status = ck_store_status(rc, "the upload could not be recorded; nothing was kept", &code, &msg);
+        return fail(u, status, code, msg);
     }
     u->claimed = 0;
-    LOGI(u->req->rid, "attachment stored", "id=%s bytes=%llu type=%s", u->id,
-         (unsigned long long)u->size, u->mime);
+    LOGI(u->req->rid, "attachment stored", "id=\"%s\" bytes=%llu type=\"%s\"", LOGQ(u->id),
+         (unsigned long long)u->size, LOGQ(u->mime));
     buf b = BUF_INIT(0);
     ck_dump(&b, u->reply);
     ck_sign_previews(u->app, &b);
@@ -552,8 +582,11 @@ static void claim_done(int rc, void *arg)
             return fail(u, 409, "already_uploaded", "this attachment's file was already uploaded");
         return fail(u, 409, "upload_in_progress", "this attachment's file is being uploaded");
     }
-    if (rc)
-        return fail(u, 500, "store_error", "storage failed; nothing was changed");
+    if (rc) {
+        const char *code, *msg;
+        int status = ck_store_status(rc, "storage failed; nothing was changed", &code, &msg);
+        return fail(u, status, code, msg);
+    }
     u->claimed = 1;
     u->exact = u->att.size;
     u->max = (uint64_t)u->att.size;
@@ -700,7 +733,7 @@ static void on_dl_read(uv_fs_t *r)
     ssize_t n = r->result;
     uv_fs_req_cleanup(r);
     if (n <= 0) {
-        LOGE(d->req->rid, "attachment read failed", "id=%s err=%s", d->id,
+        LOGE(d->req->rid, "attachment read failed", "id=\"%s\" err=%s", LOGQ(d->id),
              n ? uv_strerror((int)n) : "short file");
         return dl_end(d);
     }
@@ -733,9 +766,13 @@ static void on_dl_open(uv_fs_t *r)
     ssize_t fd = r->result;
     uv_fs_req_cleanup(r);
     if (fd < 0) {
-        LOGE(d->req->rid, "attachment bytes missing", "id=%s err=%s", d->id,
-             uv_strerror((int)fd));
-        return dl_error(d, 404, "not_found", "attachment not found");
+        LOGE(d->req->rid, fd == UV_ENOENT ? "attachment bytes missing" : "attachment bytes not opened",
+             "id=\"%s\" err=%s", LOGQ(d->id), uv_strerror((int)fd));
+        if (fd == UV_ENOENT)
+            return dl_error(d, 404, "not_found", "attachment not found");
+        if (fd == UV_EMFILE || fd == UV_ENFILE)
+            return dl_error(d, 503, "unavailable", "the server is out of file descriptors; try again");
+        return dl_error(d, 500, "storage_error", "the file cannot be read");
     }
     d->fd = (int)fd;
     struct stat sb;
@@ -776,8 +813,11 @@ static void dl_loaded(int rc, void *arg)
     dl *d = arg;
     if (rc == STORE_ENOTFOUND || (!rc && d->att.uploaded != STORE_UPLOAD_DONE))
         return dl_error(d, 404, "not_found", "attachment not found");
-    if (rc)
-        return dl_error(d, 500, "store_error", "storage failed");
+    if (rc) {
+        const char *code, *msg;
+        int status = ck_store_status(rc, "storage failed", &code, &msg);
+        return dl_error(d, status, code, msg);
+    }
     char path[PATH_MAX];
     if (files_path(d->app->cfg->data_dir, d->id, path, sizeof path))
         return dl_error(d, 404, "not_found", "attachment not found");
@@ -860,36 +900,75 @@ typedef struct sweep {
     ck_app *app;
     int64_t before_us;
     int64_t tmp_before_s;
+    int orphans;    /* also look for attachment files without a row (once a day) */
+    size_t n_orphans;
     char (*ids)[STORE_ID_MAX];
     size_t n;
 } sweep;
 
-/* Temporary files of uploads that died with a server (a live upload never gets this old).
- * Runs on the store thread with the sweep: blocking directory work stays off the loop. */
-static void sweep_tmp(const char *data_dir, int64_t before_s)
+/* Removes the regular files of dir last modified before before_s that drop(name, ud) lets go;
+ * returns how many. Blocking directory work: on a store thread, or before the server listens. */
+static size_t sweep_dir(const char *dir, int64_t before_s, int (*drop)(const char *name, void *ud),
+                        void *ud)
 {
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s/files/tmp", data_dir);
+    size_t removed = 0;
     DIR *d = opendir(dir);
     if (!d)
-        return;
+        return 0;
     struct dirent *e;
     while ((e = readdir(d))) {
         struct stat sb;
-        size_t n = strlen(e->d_name);
-        if (n < 6 || strcmp(e->d_name + n - 5, ".part"))
-            continue;
-        if (!fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) && S_ISREG(sb.st_mode) &&
-            sb.st_mtime < before_s)
-            unlinkat(dirfd(d), e->d_name, 0);
+        if (e->d_name[0] != '.' && !fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) &&
+            S_ISREG(sb.st_mode) && sb.st_mtime < before_s && drop(e->d_name, ud) &&
+            !unlinkat(dirfd(d), e->d_name, 0))
+            removed++;
     }
     closedir(d);
+    return removed;
+}
+
+static int is_part_file(const char *name, void *ud)
+{
+    size_t n = strlen(name);
+    return n >= 6 && !strcmp(name + n - 5, ".part");
+}
+
+/* The temporary files of uploads: the sweep removes those older than a live upload ever gets,
+ * start-up recovery all of them. */
+static size_t sweep_tmp(const char *data_dir, int64_t before_s)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/files/tmp", data_dir);
+    return sweep_dir(dir, before_s, is_part_file, NULL);
+}
+
+static int has_no_row(const char *name, void *db)
+{
+    store_attachment a;
+    if (strlen(name) >= STORE_ID_MAX)
+        return 0;
+    int rc = store_attachment_get(db, name, &a);
+    if (!rc)
+        store_attachment_clear(&a);
+    return rc == STORE_ENOTFOUND;
+}
+
+/* Attachment files (files/<id>) without a row: the bytes of a direct upload whose process died
+ * between storing and recording them, or of an attachment whose removal failed (a read-only or
+ * failing disk). One point lookup per old file, on the store thread. */
+static size_t sweep_orphans(store_conn *db, const char *data_dir, int64_t before_s)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/files", data_dir);
+    return sweep_dir(dir, before_s, has_no_row, db);
 }
 
 static int work_sweep(store_conn *db, void *arg)
 {
     sweep *s = arg;
     sweep_tmp(s->app->cfg->data_dir, s->tmp_before_s);
+    if (s->orphans)
+        s->n_orphans = sweep_orphans(db, s->app->cfg->data_dir, s->tmp_before_s);
     return store_attachments_sweep(db, s->before_us, SWEEP_BATCH, &s->ids, &s->n);
 }
 
@@ -902,6 +981,8 @@ static void sweep_done(int rc, void *arg)
         ck_remove_bytes(app, s->ids[i]);
     if (!rc && s->n)
         LOGI(NULL, "unattached attachments removed", "count=%zu", s->n);
+    if (s->n_orphans)
+        LOGI(NULL, "attachment files without a row removed", "count=%zu", s->n_orphans);
     free(s->ids);
     free(s);
 }
@@ -919,6 +1000,11 @@ static void on_sweep(uv_timer_t *t)
     /* a day, or the TTL when that is longer: an upload never runs that long */
     int64_t tmp_age = app->cfg->unattached_ttl_s > 86400 ? app->cfg->unattached_ttl_s : 86400;
     s->tmp_before_s = now / 1000000 - tmp_age;
+    /* files without a row: once a day (a directory scan and a lookup per old file) */
+    if (!app->orphans_at_s || now / 1000000 - app->orphans_at_s >= 86400) {
+        s->orphans = 1;
+        app->orphans_at_s = now / 1000000;
+    }
     app->sweeping = 1;
     if (store_write(app->st, work_sweep, sweep_done, s)) {
         app->sweeping = 0;
@@ -933,4 +1019,58 @@ void ck_sweep_start(ck_app *app)
     unsigned ms = app->cfg->cleanup_interval_ms;
     if (ms)
         uv_timer_start(&app->sweep, on_sweep, ms, ms);
+}
+
+/* ------------------------------------------------------------------ start-up recovery */
+
+/* Start-up recovery assumes that one server process owns the data directory and its SQLite
+ * database (docs/security.md): when `serve` starts, no upload can be running, so every claim in
+ * the database (uploaded 2) and every temporary file in files/tmp belongs to a process that is
+ * gone (killed, crashed, or stopped before it could release them). All of them are released
+ * and removed before the first request; a retry of such an upload then succeeds at once.
+ *
+ * Chosen over a per-process instance id stored with each claim, which needs a schema change
+ * and, with one process per database, tells nothing more: every claim found at start-up is
+ * dead. TODO(shared database): with several processes on one database (PostgreSQL), a start
+ * must release only the claims of processes that are gone: store a random instance id with
+ * each claim and give each instance a lease it renews (or renew claimed_us while an upload
+ * runs, with a short stale time), reset only the claims whose instance's lease expired, and
+ * keep temporary files per instance (files/tmp/<instance>/) so one never removes another's.
+ * Until then, between processes, only the stale take-over (STALE_CLAIM_US) recovers a claim. */
+typedef struct recovery {
+    ck_app *app;
+    size_t parts, orphans;
+    int64_t uploads;
+} recovery;
+
+static int work_recover(store_conn *db, void *arg)
+{
+    recovery *r = arg;
+    /* no upload runs yet: any attachment file without a row is left over, whatever its age */
+    r->orphans = sweep_orphans(db, r->app->cfg->data_dir, INT64_MAX);
+    return store_attachments_reset_uploads(db, &r->uploads);
+}
+
+static void recover_done(int rc, void *arg)
+{
+    recovery *r = arg;
+    if (rc)
+        LOGE(NULL, "interrupted uploads not recovered", "rc=%d part_files=%zu", rc, r->parts);
+    else
+        LOGI(NULL, "interrupted uploads recovered", "uploads=%lld part_files=%zu orphan_files=%zu",
+             (long long)r->uploads, r->parts, r->orphans);
+    free(r);
+}
+
+void ck_uploads_recover(ck_app *app)
+{
+    recovery *r = xcalloc(1, sizeof *r);
+    r->app = app;
+    /* blocking, but before the server listens: no upload of ours has a file yet */
+    r->parts = sweep_tmp(app->cfg->data_dir, INT64_MAX);
+    /* a write job: every claim a request makes is submitted later, so it runs after this */
+    if (store_write(app->st, work_recover, recover_done, r)) {
+        LOGE(NULL, "interrupted uploads not recovered", "part_files=%zu", r->parts);
+        free(r);
+    }
 }

@@ -26,10 +26,26 @@ typedef struct http_config {
     unsigned idle_timeout_ms;     /* keep-alive connection with no request in progress -> close */
     unsigned heartbeat_ms;        /* SSE ": ping" comment interval, 0 = none */
     size_t sse_max_queue;         /* bytes queued for a slow SSE reader before we drop it */
-    unsigned max_connections;     /* accept() beyond this closes at once */
+    unsigned max_connections;     /* at the cap a new connection replaces the one idle longest
+                                   * (or the oldest unfinished head); else it is closed at once */
+    unsigned max_per_address;     /* connections from one client address; beyond: closed */
+    size_t unadmitted_max;        /* bytes held in all by requests not admitted yet (heads being
+                                   * read, bytes that came with them): over it the oldest such
+                                   * request is dropped (503) */
 } http_config;
-/* Zero values: max_header/max_url/max_body/sse_max_queue take defaults (16 KiB, 8 KiB, 1 MiB,
- * 1 MiB); a zero timeout disables it; max_connections 0 = no limit. */
+/* Zero values: max_header/max_url/max_body/sse_max_queue/unadmitted_max take defaults (16 KiB,
+ * 8 KiB, 1 MiB, 1 MiB, 16 MiB); a zero timeout disables it; max_connections and
+ * max_per_address 0 = no limit.
+ *
+ * Admission: a request is "admitted" once the handler has it whole (a buffered body) or calls
+ * http_body_read / http_body_collect for its streamed body. Until then the server holds at most
+ * its head and one read of bytes that came with it, counted against unadmitted_max, and the
+ * header timeout runs from the moment the connection is accepted. A handler that streams every
+ * body (http_server_stream_bodies) can therefore check credentials from the head before a byte of
+ * the body is read.
+ *
+ * Strictness: HTTP/1.0 and 1.1 only (505 otherwise), HTTP/1.1 needs exactly one Host (400),
+ * folded header lines are refused (400), Transfer-Encoding must be exactly "chunked" (501). */
 
 typedef void (*http_handler_fn)(http_req *req, void *ud);
 typedef void (*http_close_fn)(http_req *req, void *ud);
@@ -140,6 +156,15 @@ void http_server_stream_bodies(http_server *srv, http_stream_want_fn want, size_
  * http_body_read or http_body_resume themselves (they are deferred to the loop). Returns 0, or
  * -EINVAL when the request is not streaming or reading already started, or -ENOTCONN when the
  * client is already gone (its close callback ran; no callback will). */
+/* Reads a streamed body whole into req->body / req->body_len (NUL-terminated), capped at the
+ * server's max_body, then calls done once from the loop: status 0 with the body, or
+ * -EMSGSIZE / -ECONNRESET as on_end below (the server has answered, or the client is gone: the
+ * handler's answer is then a no-op). The body timeout counts from this call to the last byte.
+ * Returns 0, -EMSGSIZE at once when the declared Content-Length is over max_body (nothing was
+ * read; the handler answers), or http_body_read's errors. */
+typedef void (*http_collect_fn)(http_req *req, int status, void *ud);
+int http_body_collect(http_req *req, http_collect_fn done, void *ud);
+
 typedef int (*http_body_data_fn)(http_req *req, const char *data, size_t len, void *ud);
 typedef void (*http_body_end_fn)(http_req *req, int status, void *ud);
 int http_body_read(http_req *req, http_body_data_fn on_data, http_body_end_fn on_end, void *ud);

@@ -38,8 +38,12 @@
 #include "util/buf.h"
 #include "util/id.h"
 #include "util/log.h"
+#include "util/map.h"
 
 #define READ_BUF_SIZE (64 * 1024)
+/* Reads for a connection whose request is not admitted yet (see http.h) are at most this big,
+ * so what came with a head costs little until the handler wants it. */
+#define HEAD_READ_SIZE (16 * 1024)
 /* Pipelined bytes kept while a request is in progress; beyond it we read on (to notice a
  * disconnect) but drop the bytes and close after the current response. */
 #define IN_CAP (64 * 1024)
@@ -55,6 +59,7 @@
 #define DEF_MAX_URL       (8 * 1024)
 #define DEF_MAX_BODY      (1024 * 1024)
 #define DEF_SSE_MAX_QUEUE (1024 * 1024)
+#define DEF_UNADMITTED_MAX (16 * 1024 * 1024)
 
 struct link {
     struct link *prev, *next;
@@ -108,6 +113,7 @@ enum {
     H_ACRM,
     H_ACRH,
     H_INM,
+    H_TE,
     H_NTRACK
 };
 static const char *const track_names[H_NTRACK] = {
@@ -121,6 +127,7 @@ static const char *const track_names[H_NTRACK] = {
     "access-control-request-method",
     "access-control-request-headers",
     "if-none-match",
+    "transfer-encoding",
 };
 #define FNAME_MAX 31 /* longest tracked name + 1 */
 
@@ -136,6 +143,8 @@ typedef struct hreq {
     http_body_data_fn on_data; /* streamed body: set while it may still be delivered */
     http_body_end_fn on_end;
     void *body_ud;
+    http_collect_fn collect; /* http_body_collect: reading the body whole */
+    void *collect_ud;
     buf hb; /* URL, then tracked header values; each NUL-terminated */
     buf body;
     buf xh;                  /* http_req_add_headers lines */
@@ -152,6 +161,10 @@ struct conn {
     hreq *req;        /* request being parsed or handled */
     struct link all;  /* srv->conns */
     struct link pend; /* srv->pending: flush / resume at the next check */
+    /* srv->idle_conns while no request is in progress (oldest first), srv->unadmitted from the first
+     * byte of a request until it is admitted (see http.h): who goes first under pressure */
+    struct link wait;
+    size_t held;      /* bytes counted in srv->held (not admitted yet) */
     buf in;           /* received, not parsed yet */
     buf out;          /* SSE data of this loop turn, CHUNK_PREFIX bytes reserved in front */
     size_t hdr_bytes; /* request line + headers so far */
@@ -170,11 +183,13 @@ struct conn {
     unsigned char in_parse, want_flush, want_resume, wait_drain;
     unsigned char overflow, sse_raw, fake, read_stopped, shut_started, open_handles, got_eof;
     unsigned char idle_rearm;
+    unsigned char head_lf, n_host; /* head bytes: last was LF (folding); Host lines seen */
     unsigned char body_st, body_has, expect_cont, kick, stream_discard;
     signed char hidx;        /* tracked header being read, -1 none */
     unsigned char fname_len; /* 0xff: name too long to be tracked */
     char fname[FNAME_MAX];
     const char *err_code, *err_msg;
+    char addr[48]; /* client address, kept only when max_per_address is set */
 };
 
 struct http_server {
@@ -193,7 +208,11 @@ struct http_server {
     char *rbuf;
     buf wb; /* scratch for response heads, reused */
     struct link conns, pending;
+    struct link idle_conns, unadmitted; /* conn.wait, oldest first */
+    size_t held;                  /* bytes held by requests not admitted yet */
+    map per_addr;                 /* client address -> connections (max_per_address) */
     unsigned nconns, nstreams, npending;
+    unsigned nopen; /* connections not closing yet (the cap counts these) */
     unsigned open_handles; /* server-owned handles not closed yet */
     uint64_t rid_seed, rid_ctr;
     time_t date_t;
@@ -218,6 +237,7 @@ static void on_check(uv_check_t *h);
 static void on_idle(uv_idle_t *h);
 static void on_conn_timer(uv_timer_t *t);
 static void conn_read_start(conn *c);
+static void conn_fail(conn *c, int status, const char *code, const char *msg);
 
 /* ---------------------------------------------------------------- small helpers */
 
@@ -261,6 +281,8 @@ const char *http_status_text(int status)
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    case 507: return "Insufficient Storage";
     default: return "Unknown";
     }
 }
@@ -526,6 +548,86 @@ out:
     return rc;
 }
 
+/* ---------------------------------------------------------------- admission and pressure */
+
+/* Moves c to the end of list (srv->idle_conns or srv->unadmitted), or off both when NULL. */
+static void conn_wait_set(conn *c, struct link *list)
+{
+    if (link_linked(&c->wait))
+        link_del(&c->wait);
+    if (list)
+        link_add_tail(list, &c->wait);
+}
+
+/* What c holds for a request that is not admitted yet (see http.h), in bytes allocated. */
+static size_t conn_unadmitted_bytes(const conn *c)
+{
+    const hreq *r = c->req;
+    if (!r)
+        return 0;
+    if (c->st == CS_READ && c->phase != PH_IDLE)
+        return r->hb.cap + r->body.cap + c->in.cap;
+    if (c->st == CS_HANDLER && c->body_st == BODY_WAIT)
+        return r->hb.cap + c->in.cap;
+    return 0;
+}
+
+static void conn_account(conn *c)
+{
+    size_t now = c->st == CS_CLOSED ? 0 : conn_unadmitted_bytes(c);
+    c->srv->held = c->srv->held - c->held + now;
+    c->held = now;
+}
+
+/* Drops a connection to make room: a head still being read gets 503, anything else is closed. */
+static void conn_evict(conn *c, const char *why)
+{
+    LOGD(NULL, "connection dropped", "why=%s", why);
+    if (c->st == CS_READ && c->phase != PH_IDLE)
+        conn_fail(c, 503, "overloaded", "the server is busy: try again");
+    else
+        conn_close(c);
+}
+
+/* Over unadmitted_max: the requests waiting longest to be admitted go first. */
+static void srv_relieve(http_server *srv)
+{
+    while (srv->held > srv->cfg.unadmitted_max && link_linked(&srv->unadmitted))
+        conn_evict(container_of(srv->unadmitted.next, conn, wait), "unadmitted_max");
+}
+
+/* At the connection cap: the connection idle longest (no response still draining), else the
+ * oldest head still being read, makes room. 0 when nothing could go. */
+static int srv_make_room(http_server *srv)
+{
+    for (struct link *l = srv->idle_conns.next; l != &srv->idle_conns; l = l->next) {
+        conn *o = container_of(l, conn, wait);
+        if (!o->nwrites) {
+            conn_evict(o, "max_connections");
+            return 1;
+        }
+    }
+    for (struct link *l = srv->unadmitted.next; l != &srv->unadmitted; l = l->next) {
+        conn *o = container_of(l, conn, wait);
+        if (o->st == CS_READ) {
+            conn_evict(o, "max_connections");
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A client address's connection count (max_per_address): +1 / -1. Returns the new count. */
+static uintptr_t srv_addr_count(http_server *srv, const char *addr, int delta)
+{
+    uintptr_t n = (uintptr_t)map_get(&srv->per_addr, addr) + (uintptr_t)(intptr_t)delta;
+    if (n)
+        map_put(&srv->per_addr, addr, (void *)n);
+    else
+        map_del(&srv->per_addr, addr);
+    return n;
+}
+
 /* ---------------------------------------------------------------- timers */
 
 static void conn_timer(conn *c, unsigned ms, unsigned repeat)
@@ -539,8 +641,10 @@ static void conn_timer(conn *c, unsigned ms, unsigned repeat)
 
 static void conn_arm_idle(conn *c)
 {
-    if (c->st == CS_READ && c->phase == PH_IDLE)
+    if (c->st == CS_READ && c->phase == PH_IDLE) {
+        conn_wait_set(c, &c->srv->idle_conns);
         conn_timer(c, c->srv->cfg.idle_timeout_ms, 0);
+    }
 }
 
 /* ---------------------------------------------------------------- closing */
@@ -575,6 +679,8 @@ static void conn_finish(conn *c)
     pend_del(c);
     link_del(&c->all);
     srv->nconns--;
+    if (c->addr[0])
+        srv_addr_count(srv, c->addr, -1);
     buf_free(&c->in);
     buf_free(&c->out);
     free(c);
@@ -596,6 +702,9 @@ static void conn_close(conn *c)
     if (c->st == CS_SSE)
         c->srv->nstreams--;
     c->st = CS_CLOSED;
+    c->srv->nopen--;
+    conn_account(c);
+    conn_wait_set(c, NULL);
     pend_del(c);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
@@ -626,6 +735,8 @@ static void conn_linger(conn *c)
         c->srv->nstreams--;
     c->st = CS_LINGER;
     c->phase = PH_IDLE;
+    conn_account(c);
+    conn_wait_set(c, NULL);
     c->want_resume = 0;
     c->want_flush = 0;
     if (c->shut_started)
@@ -754,6 +865,7 @@ static void conn_response_done(conn *c, int ka)
     }
     c->phase = PH_IDLE;
     c->want_flush = 0;
+    conn_wait_set(c, NULL);
     if (c->out.cap > 1024)
         buf_free(&c->out);
     else
@@ -763,6 +875,7 @@ static void conn_response_done(conn *c, int ka)
         return;
     }
     c->st = CS_READ;
+    conn_account(c);
     uv_timer_stop(&c->timer);
     if (conn_queue(c) > WRITE_HIGH_WATER)
         c->wait_drain = 1;
@@ -811,7 +924,10 @@ static void conn_stash(conn *c, const char *p, size_t n)
         c->overflow = 1;
         return;
     }
-    if (c->in.len >= IN_CAP && (c->st == CS_READ || c->body_st != BODY_NONE)) {
+    if (c->body_st == BODY_WAIT) {
+        /* not admitted yet: what came with the head waits, the rest stays in the kernel */
+        conn_read_stop(c);
+    } else if (c->in.len >= IN_CAP && (c->st == CS_READ || c->body_st != BODY_NONE)) {
         /* no request in progress, or a streamed body nobody reads yet: plain TCP
          * back-pressure is fine */
         conn_read_stop(c);
@@ -840,7 +956,7 @@ static void conn_resume(conn *c)
 
 static void conn_on_data(conn *c, const char *p, size_t n)
 {
-    if (c->st == CS_HANDLER && c->body_st == BODY_READ)
+    if (c->st == CS_HANDLER && c->body_st == BODY_READ && !c->req->collect)
         conn_timer(c, c->srv->cfg.body_timeout_ms, 0); /* inactivity: reset by every read */
     switch (c->st) {
     case CS_READ:
@@ -867,7 +983,8 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
     conn *c = h->data;
     b->base = c->srv->rbuf;
-    b->len = READ_BUF_SIZE;
+    b->len = c->st == CS_READ || (c->st == CS_HANDLER && c->body_st == BODY_WAIT) ? HEAD_READ_SIZE
+                                                                                  : READ_BUF_SIZE;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
@@ -885,8 +1002,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         conn_close(c);
         return;
     }
-    if (nread > 0)
+    if (nread > 0) {
         conn_on_data(c, b->base, (size_t)nread);
+        conn_account(c);
+        if (c->srv->held > c->srv->cfg.unadmitted_max)
+            srv_relieve(c->srv);
+    }
 }
 
 static void conn_read_start(conn *c)
@@ -931,6 +1052,9 @@ static int on_message_begin(llhttp_t *p)
     c->expect_cont = 0;
     c->hidx = -1;
     c->fname_len = 0;
+    c->head_lf = 0;
+    c->n_host = 0;
+    conn_wait_set(c, &srv->unadmitted);
     conn_timer(c, srv->cfg.header_timeout_ms, 0);
     return 0;
 }
@@ -999,6 +1123,8 @@ static int on_header_field_complete(llhttp_t *p)
     c->fname_len = 0;
     if (c->hidx < 0)
         return 0;
+    if (c->hidx == H_HOST && c->n_host < 2)
+        c->n_host++;
     hreq *r = c->req;
     buf *hb = &r->hb;
     uint32_t old = r->hoff[c->hidx];
@@ -1099,6 +1225,19 @@ static int conn_headers_done(conn *c)
         conn_fail(c, 431, "header_too_large", "request header fields too large");
         return -1;
     }
+    if (p->http_major != 1) {
+        conn_fail(c, 505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are supported");
+        return -1;
+    }
+    if (c->n_host > 1 || (p->http_minor >= 1 && !c->n_host)) {
+        conn_fail(c, 400, "bad_request", "an HTTP/1.1 request needs exactly one Host header");
+        return -1;
+    }
+    const char *te = req_hdr(r, H_TE);
+    if (te && strcasecmp(te, "chunked")) {
+        conn_fail(c, 501, "not_implemented", "only the chunked transfer coding is supported");
+        return -1;
+    }
     c->keep_alive = llhttp_should_keep_alive(p) && !p->upgrade;
     req_finish_head(c, r);
     if (p->flags & F_CONTENT_LENGTH)
@@ -1152,8 +1291,11 @@ static void conn_dispatch(conn *c)
     c->st = CS_HANDLER;
     c->phase = r->pub.streaming ? PH_BODY : PH_IDLE;
     c->body_st = r->pub.streaming ? BODY_WAIT : BODY_NONE;
+    if (!r->pub.streaming)
+        conn_wait_set(c, NULL); /* admitted: the handler has it whole */
+    conn_account(c);
     uv_timer_stop(&c->timer);
-    LOGD(r->pub.rid, "request", "method=%s path=\"%s\"", r->pub.method_str, r->pub.path);
+    LOGD(r->pub.rid, "request", "method=%s path=\"%s\"", r->pub.method_str, LOGQ(r->pub.path));
     srv->handler(&r->pub, srv->ud);
 }
 
@@ -1201,8 +1343,20 @@ static size_t conn_parse(conn *c, const char *p, size_t n)
             if (pos >= at && pos <= at + len)
                 used = (size_t)(pos - at);
         }
-        if (c->phase == PH_HEAD)
+        if (c->phase == PH_HEAD) {
             c->hdr_bytes += used;
+            /* obsolete line folding (a header line starting with SP or HT): llhttp takes it,
+             * we refuse it (RFC 9112 5.2) */
+            int fold = 0;
+            for (size_t i = 0; i < used && !fold; i++) {
+                fold = c->head_lf && (at[i] == ' ' || at[i] == '\t');
+                c->head_lf = at[i] == '\n';
+            }
+            if (fold) {
+                conn_fail(c, 400, "bad_request", "folded header lines are not accepted");
+                break;
+            }
+        }
         off += used;
         if (e == HPE_OK) {
             if (c->phase == PH_HEAD && c->hdr_bytes > c->srv->cfg.max_header)
@@ -1395,6 +1549,7 @@ static void on_check(uv_check_t *h)
         if (c->want_resume) {
             c->want_resume = 0;
             conn_resume(c);
+            conn_account(c);
         }
     }
     if (!srv->npending) {
@@ -1415,8 +1570,10 @@ static conn *conn_new(http_server *srv)
     conn *c = xcalloc(1, sizeof *c);
     c->srv = srv;
     link_init(&c->pend);
+    link_init(&c->wait);
     link_add_tail(&srv->conns, &c->all);
     srv->nconns++;
+    srv->nopen++;
     uv_timer_init(srv->loop, &c->timer);
     c->timer.data = c;
     c->open_handles = 1;
@@ -1427,9 +1584,24 @@ static conn *conn_new(http_server *srv)
     return c;
 }
 
-static void on_reject_closed(uv_handle_t *h)
+/* max_per_address: 0 when c may stay (counted), -1 when its address has too many. */
+static int conn_count_addr(conn *c)
 {
-    free(h);
+    http_server *srv = c->srv;
+    struct sockaddr_storage sa;
+    int len = sizeof sa;
+    char name[sizeof c->addr];
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &len))
+        return 0;
+    if (sa.ss_family == AF_INET6)
+        uv_ip6_name((struct sockaddr_in6 *)&sa, name, sizeof name);
+    else
+        uv_ip4_name((struct sockaddr_in *)&sa, name, sizeof name);
+    if ((uintptr_t)map_get(&srv->per_addr, name) >= srv->cfg.max_per_address)
+        return -1;
+    memcpy(c->addr, name, sizeof name);
+    srv_addr_count(srv, c->addr, 1);
+    return 0;
 }
 
 static void on_connection(uv_stream_t *ls, int status)
@@ -1437,14 +1609,9 @@ static void on_connection(uv_stream_t *ls, int status)
     http_server *srv = ls->data;
     if (status < 0) {
         LOGW(NULL, "accept failed", "err=%s", uv_err_name(status));
-        return;
-    }
-    if (srv->cfg.max_connections && srv->nconns >= srv->cfg.max_connections) {
-        uv_tcp_t *t = xmalloc(sizeof *t);
-        uv_tcp_init(srv->loop, t);
-        uv_accept(ls, (uv_stream_t *)t);
-        uv_close((uv_handle_t *)t, on_reject_closed);
-        LOGW(NULL, "connection limit reached", "max=%u", srv->cfg.max_connections);
+        /* out of descriptors: the connection idle longest gives its one to the next client */
+        if (status == UV_EMFILE || status == UV_ENFILE)
+            srv_make_room(srv);
         return;
     }
     conn *c = conn_new(srv);
@@ -1457,9 +1624,21 @@ static void on_connection(uv_stream_t *ls, int status)
         conn_close(c);
         return;
     }
+    if (srv->cfg.max_per_address && conn_count_addr(c) < 0) {
+        LOGD(NULL, "connection refused", "why=max_per_address");
+        conn_close(c);
+        return;
+    }
+    if (srv->cfg.max_connections && srv->nopen > srv->cfg.max_connections && !srv_make_room(srv)) {
+        LOGW(NULL, "connection limit reached", "max=%u", srv->cfg.max_connections);
+        conn_close(c);
+        return;
+    }
     uv_tcp_nodelay(&c->tcp, 1); /* responses are written whole; Nagle would only delay them */
     conn_read_start(c);
     conn_arm_idle(c);
+    if (srv->cfg.header_timeout_ms) /* a new connection owes its first request head promptly */
+        conn_timer(c, srv->cfg.header_timeout_ms, 0);
 }
 
 /* ---------------------------------------------------------------- server */
@@ -1478,11 +1657,15 @@ http_server *http_server_new(uv_loop_t *loop, const http_config *cfg, http_handl
         srv->cfg.max_body = DEF_MAX_BODY;
     if (!srv->cfg.sse_max_queue)
         srv->cfg.sse_max_queue = DEF_SSE_MAX_QUEUE;
+    if (!srv->cfg.unadmitted_max)
+        srv->cfg.unadmitted_max = DEF_UNADMITTED_MAX;
     srv->handler = handler;
     srv->ud = ud;
     srv->rbuf = xmalloc(READ_BUF_SIZE);
     link_init(&srv->conns);
     link_init(&srv->pending);
+    link_init(&srv->idle_conns);
+    link_init(&srv->unadmitted);
     llhttp_settings_init(&srv->settings);
     srv->settings.on_message_begin = on_message_begin;
     srv->settings.on_url = on_url;
@@ -1636,6 +1819,10 @@ void http_server_shutdown(http_server *srv, unsigned deadline_ms, http_done_fn d
                 conn_linger(c); /* let the last response drain */
             else
                 conn_close(c);
+        } else if (link_linked(&c->wait) || (c->req && c->req->collect && c->body_st != BODY_NONE)) {
+            /* a request not delivered whole (head, or a body not admitted or being collected)
+             * would only hold the deadline up */
+            conn_close(c);
         }
     }
     /* done always runs from the loop, never from inside this call */
@@ -1648,6 +1835,7 @@ static void srv_maybe_free(http_server *srv)
     if (!srv->freeing || srv->open_handles || srv->nconns)
         return;
     buf_free(&srv->wb);
+    map_free(&srv->per_addr);
     free(srv->rbuf);
     free(srv);
 }
@@ -1765,6 +1953,8 @@ int http_sse_start(http_req *req, const char *extra_headers)
         return -ENOTCONN;
     r->sse = 1;
     c->st = CS_SSE;
+    conn_wait_set(c, NULL);
+    conn_account(c);
     srv->nstreams++;
     /* HTTP/1.0 has no chunked encoding: the stream ends with the connection */
     c->sse_raw = !(c->parser.http_major == 1 && c->parser.http_minor >= 1);
@@ -1926,6 +2116,7 @@ int http_body_read(http_req *req, http_body_data_fn on_data, http_body_end_fn on
     r->body_ud = ud;
     if (c->st != CS_HANDLER || c->body_st != BODY_WAIT)
         return 0; /* closing: the close callback of the connection reports -ECONNRESET */
+    conn_wait_set(c, NULL); /* admitted */
     if (c->expect_cont) {
         c->expect_cont = 0;
         conn_write(c, cont100, sizeof cont100 - 1, NULL, 0, NULL);
@@ -1933,7 +2124,43 @@ int http_body_read(http_req *req, http_body_data_fn on_data, http_body_end_fn on
             return 0;
     }
     conn_body_go(c);
+    conn_account(c);
     return 0;
+}
+
+static int collect_data(http_req *req, const char *data, size_t len, void *ud)
+{
+    hreq *r = (hreq *)req;
+    if (buf_append(&r->body, data, len) && r->c)
+        conn_body_fail(r->c, 413, "payload_too_large", "request body too large", -EMSGSIZE);
+    return 0;
+}
+
+static void collect_end(http_req *req, int status, void *ud)
+{
+    hreq *r = (hreq *)req;
+    if (!status) {
+        r->pub.body = r->body.data ? r->body.data : "";
+        r->pub.body_len = r->body.len;
+    }
+    r->collect(req, status, r->collect_ud);
+}
+
+int http_body_collect(http_req *req, http_collect_fn done, void *ud)
+{
+    hreq *r = (hreq *)req;
+    conn *c = r->c;
+    if (r->pub.streaming && c && !r->reading) {
+        if (r->pub.content_length > 0 && (uint64_t)r->pub.content_length > c->srv->cfg.max_body)
+            return -EMSGSIZE;
+        c->max_body = c->srv->cfg.max_body;
+        if (r->pub.content_length > 0 && !r->body.data) /* grow with the data, not the claim */
+            buf_reserve(&r->body, r->pub.content_length < 65536 ? (size_t)r->pub.content_length
+                                                                  : 65536);
+    }
+    r->collect = done;
+    r->collect_ud = ud;
+    return http_body_read(req, collect_data, collect_end, NULL);
 }
 
 void http_body_resume(http_req *req)
@@ -1963,6 +2190,8 @@ int http_stream_start(http_req *req, int status, const char *content_type, uint6
     int bodyless = status < 200 || status == 204 || status == 304;
     r->stream = 1;
     c->st = CS_STREAM;
+    conn_wait_set(c, NULL);
+    conn_account(c);
     c->stream_discard = (unsigned char)(bodyless || r->head_only);
     c->stream_left = c->stream_discard ? 0 : length;
     c->sse_ka = (unsigned char)conn_ka(c);

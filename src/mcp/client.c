@@ -726,8 +726,8 @@ static void on_log_message(mcp_server *s, const json_t *p)
         lvl = LOG_DEBUG;
     else if (level && strcmp(level, "info") && strcmp(level, "notice"))
         lvl = LOG_WARN; /* warning and above */
-    LOG(lvl, NULL, "mcp server log", "server=\"%s\" level=%s logger=\"%s\" data=\"%s\"",
-        ql(s, q, sizeof q), level && strlen(level) < 16 ? level : "?",
+    LOG(lvl, NULL, "mcp server log", "server=\"%s\" level=\"%s\" logger=\"%s\" data=\"%s\"",
+        ql(s, q, sizeof q), LOGQ(level && strlen(level) < 16 ? level : "?"),
         log_quote(logger ? logger : "", qlg, sizeof qlg), log_quote(t ? t : "", qt, sizeof qt));
     free(text);
 }

@@ -542,7 +542,7 @@ static void handle_notification(demo *d, const char *method)
         d->initialized = 1;
     /* notifications/cancelled: every call is answered before the next line is read, so there is
      * never anything left to cancel; other notifications need nothing either */
-    LOGD(NULL, "mcp-demo notification", "method=%s", method);
+    LOGD(NULL, "mcp-demo notification", "method=\"%s\"", LOGQ(method));
 }
 
 static void handle_line(demo *d, const char *line, size_t len)
@@ -585,7 +585,7 @@ static void handle_line(demo *d, const char *line, size_t len)
         send_error(d, id, E_PARAMS, "Invalid params: params must be an object");
     } else {
         const char *m = json_string_value(method);
-        LOGD(NULL, "mcp-demo request", "method=%s initialized=%d", m, d->initialized);
+        LOGD(NULL, "mcp-demo request", "method=\"%s\" initialized=%d", LOGQ(m), d->initialized);
         /* lenient: requests before initialize are answered too */
         if (!strcmp(m, "initialize"))
             handle_initialize(d, id, params);

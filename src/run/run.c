@@ -1037,8 +1037,8 @@ static int resolve_model(run *r, const json_t *options, char *err, size_t errlen
             ok |= json_is_string(m) && !strcmp(json_string_value(m), want);
         const char *colon = strchr(spec, ':');
         if (!ok)
-            LOGD(stream_rid(r->st), "inference_options.model not allowed; ignored", "model=%.100s",
-                 want);
+            LOGD(stream_rid(r->st), "inference_options.model not allowed; ignored",
+                 "model=\"%s\"", LOGQ(want));
         else if (llm_provider_find(want, &r->model)) /* a whole "provider:model" spec */
             snprintf(r->spec, sizeof r->spec, "%s", want);
         else

@@ -5,7 +5,10 @@
  *   in submission order inside one BEGIN IMMEDIATE … COMMIT, each job in its own savepoint so a
  *   failing job is undone alone. Completions are posted only after COMMIT: a job's done runs
  *   once its data is durable and visible to readers. If COMMIT fails, every job of the batch
- *   completes with STORE_EIO. One commit per batch is what makes small writes cheap.
+ *   completes with STORE_EIO (STORE_EFULL when the disk is full). One commit per batch is what
+ *   makes small writes cheap.
+ * - Lost database: before each batch the writer checks that the database path still names the
+ *   file it opened (store_check); once it does not, no write runs again (STORE_ELOST).
  * - Reads: a shared queue consumed by the reader threads, each job inside a read transaction
  *   (one snapshot for all its statements). With no reader (n_readers 0, or ":memory:", where
  *   each connection is a separate database) reads go to the writer queue and keep its order.
@@ -19,8 +22,11 @@
  * exit (tests run the loop until every job has completed). */
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "store/internal.h"
 #include "store/store.h"
@@ -74,6 +80,8 @@ struct store {
     unsigned n_rthreads; /* started reader threads */
     int wstarted;
     int ckpt_queued; /* under mu */
+    int lost;         /* atomic: the database file was deleted or replaced (store_check) */
+    int rescue_tried; /* writer thread only: the lost database was copied (or that failed) */
 
     /* loop thread only */
     job *free_list;
@@ -126,7 +134,83 @@ static void post(store *s, job *first, job *last)
         uv_async_send(&s->async);
 }
 
+/* ---- the database file's identity ---- */
+
+/* 1 once the database path no longer names the file the writer has open; the first thread to
+ * notice logs it. The check is one stat() of the path per write batch (and per /readyz):
+ * measured 2-8 µs in the CI sandbox, where the smallest commit costs 65 µs; under 1 µs on a
+ * plain Linux host. */
+static int note_lost(store *s)
+{
+    if (__atomic_load_n(&s->lost, __ATOMIC_ACQUIRE))
+        return 1;
+    if (!store_conn_moved(s->writer))
+        return 0;
+    if (!__atomic_exchange_n(&s->lost, 1, __ATOMIC_ACQ_REL)) {
+        char q[512];
+        LOGE(NULL, "STORAGE LOST: the database file was deleted or replaced while serving",
+             "path=\"%s\" effect=\"every write now fails with 503 storage_lost; reads still "
+             "work\" action=\"stop the server, put the database back at path (the rescued copy "
+             "logged next, or a backup), then start it again\"",
+             log_quote(store_conn_path(s->writer), q, sizeof q));
+    }
+    return 1;
+}
+
+static int rescue_due(store *s)
+{
+    return __atomic_load_n(&s->lost, __ATOMIC_ACQUIRE) && !s->rescue_tried;
+}
+
+/* Once lost, the writer copies what its connection still sees (the unlinked file and its WAL)
+ * next to the path: without it, closing the connection at exit would discard that data. */
+static void rescue(store *s)
+{
+    s->rescue_tried = 1;
+    const char *path = store_conn_path(s->writer);
+    char to[4096], q[512], q2[512], q3[256];
+    snprintf(to, sizeof to, "%s.rescued-%lld", path, (long long)time(NULL));
+    if (store_conn_copy(s->writer, to) == 0)
+        LOGE(NULL, "STORAGE LOST: the data this server held was copied", "path=\"%s\" copy=\"%s\" "
+             "action=\"stop the server, check the copy, move it to path, start the server\"",
+             log_quote(path, q, sizeof q), log_quote(to, q2, sizeof q2));
+    else {
+        unlink(to); /* a partial copy */
+        LOGE(NULL, "STORAGE LOST: the data this server held could not be copied",
+             "path=\"%s\" copy=\"%s\" err=\"%s\" action=\"do not stop the server yet: it "
+             "still has the deleted file open (ls -l /proc/%ld/fd); copy it out first\"",
+             log_quote(path, q, sizeof q), log_quote(to, q2, sizeof q2),
+             log_quote(store_errmsg(s->writer), q3, sizeof q3), (long)getpid());
+    }
+}
+
+/* Writer thread: 1 when writes must stop, after the one rescue attempt. */
+static int writer_lost(store *s)
+{
+    if (!note_lost(s))
+        return 0;
+    if (!s->rescue_tried)
+        rescue(s);
+    return 1;
+}
+
+int store_check(store *s)
+{
+    if (!s || !note_lost(s))
+        return 0;
+    pthread_mutex_lock(&s->mu); /* the writer copies the data now, not at the next write */
+    pthread_cond_signal(&s->wcond);
+    pthread_mutex_unlock(&s->mu);
+    return STORE_ELOST;
+}
+
 /* ---- writer ---- */
+
+/* What a failed BEGIN/SAVEPOINT/COMMIT means for the jobs it takes down. */
+static int io_rc(int rc)
+{
+    return rc == STORE_EFULL ? STORE_EFULL : STORE_EIO;
+}
 
 static void fail_jobs(job *from, job *to, int rc)
 {
@@ -145,22 +229,23 @@ static void run_batch(store *s, job *first)
     int in_txn = 0;
 
     for (job *j = first; j; j = j->next) {
+        int rc;
         if (!in_txn) {
-            if (store_begin(c) < 0) {
+            if ((rc = store_begin(c)) < 0) {
                 {
                     char q[256];
                     LOGE(NULL, "store begin failed", "err=\"%s\"",
                          log_quote(store_errmsg(c), q, sizeof q));
                 }
-                j->rc = STORE_EIO;
+                j->rc = io_rc(rc);
                 txn_first = j->next;
                 continue;
             }
             in_txn = 1;
             txn_first = j;
         }
-        if (store_savepoint(c) < 0) {
-            j->rc = STORE_EIO;
+        if ((rc = store_savepoint(c)) < 0) {
+            j->rc = io_rc(rc);
         } else {
             j->rc = j->work(c, j->arg);
             if (j->rc < 0)
@@ -176,11 +261,12 @@ static void run_batch(store *s, job *first)
                 LOGE(NULL, "store transaction aborted", "err=\"%s\"",
                      log_quote(store_errmsg(c), q, sizeof q));
             }
-            fail_jobs(txn_first, j, STORE_EIO);
+            fail_jobs(txn_first, j, io_rc(j->rc));
             in_txn = 0;
         }
     }
-    if (in_txn && store_commit(c) < 0) {
+    int crc = in_txn ? store_commit(c) : 0;
+    if (crc < 0) {
         {
             char q[256];
             LOGE(NULL, "store commit failed", "err=\"%s\"",
@@ -189,7 +275,7 @@ static void run_batch(store *s, job *first)
         if (store_in_txn(c))
             store_rollback(c);
         for (job *j = txn_first; j; j = j->next)
-            j->rc = STORE_EIO;
+            j->rc = io_rc(crc);
     }
 }
 
@@ -198,12 +284,16 @@ static void *writer_main(void *p)
     store *s = p;
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        while (!s->wq.head && !s->stopping)
+        while (!s->wq.head && !s->stopping && !rescue_due(s))
             pthread_cond_wait(&s->wcond, &s->mu);
         job *first = s->wq.head, *last = first;
-        if (!first) { /* stopping and drained */
+        if (!first) { /* stopping and drained, or a lost database to copy */
+            int stop = s->stopping;
             pthread_mutex_unlock(&s->mu);
-            break;
+            writer_lost(s); /* at exit too: closing the connection discards a deleted file */
+            if (stop)
+                break;
+            continue;
         }
         /* detach up to WRITE_BATCH jobs as one chain */
         unsigned n = 1;
@@ -217,7 +307,10 @@ static void *writer_main(void *p)
         last->next = NULL;
         pthread_mutex_unlock(&s->mu);
 
-        run_batch(s, first);
+        if (writer_lost(s))
+            fail_jobs(first, last, STORE_ELOST);
+        else
+            run_batch(s, first);
         post(s, first, last);
     }
     return NULL;

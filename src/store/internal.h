@@ -18,6 +18,15 @@ int store_in_txn(store_conn *c);
  * on the writer connection. */
 int store_url_is_memory(const char *url);
 
+/* The database file's identity: 1 when the path the connection opened no longer names the file
+ * it has open (deleted, moved, or replaced by another file); 0 otherwise and for ":memory:".
+ * One stat(); touches no SQLite state, so any thread may call it. */
+int store_conn_moved(const store_conn *c);
+const char *store_conn_path(const store_conn *c); /* NULL for ":memory:" */
+/* Copies the whole database as this connection sees it (WAL included) to a new file "to"
+ * (VACUUM INTO): what a connection to a deleted file can still save. No transaction open. */
+int store_conn_copy(store_conn *c, const char *to);
+
 /* Checkpoints off the writer thread: the writer's automatic checkpoint is replaced by a hook
  * that reports the WAL size after each commit, and a reader connection copies pages back
  * (PASSIVE: never blocks the writer) — so the writer never waits on a checkpoint's fsync. */

@@ -6,13 +6,16 @@
  *
  * Error mapping: PRIMARY KEY / UNIQUE violations → STORE_ECONFLICT; a FOREIGN KEY violation
  * (e.g. a user for an unknown account) → STORE_ENOTFOUND, since the referenced row is absent;
- * NOT NULL / CHECK → STORE_EINVAL; anything else → STORE_EIO. store_errmsg has the text. */
+ * NOT NULL / CHECK → STORE_EINVAL; SQLITE_FULL, or an I/O error whose cause was ENOSPC →
+ * STORE_EFULL; anything else → STORE_EIO. store_errmsg has the text. */
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "store/internal.h"
 #include "store/schema.h"
@@ -69,6 +72,7 @@ enum {
     S_ATT_CLAIM,
     S_ATT_GET,
     S_ATT_FINISH,
+    S_ATT_RESET,
     S_ATT_SWEEP,
     S_ATT_ORPHAN,
     S_ACCT_REF,
@@ -195,6 +199,7 @@ static const char *const sql_text[S_N] = {
                     "claimed_us < ?5))",
     [S_ATT_FINISH] = "UPDATE attachments SET uploaded = ?4, json = coalesce(?5, json) WHERE "
                      "id = ?1 AND account_id = ?2 AND user_id = ?3 AND uploaded = 2",
+    [S_ATT_RESET] = "UPDATE attachments SET uploaded = 0 WHERE uploaded = 2",
     [S_ATT_SWEEP] = "DELETE FROM attachments WHERE id IN (SELECT id FROM attachments WHERE "
                     "thread_id IS NULL AND created_us < ?1 ORDER BY created_us LIMIT ?2) "
                     "RETURNING id",
@@ -218,6 +223,10 @@ struct store_conn {
     sqlite3_stmt *st[S_N];
     char err[256];
     void *wal_hook; /* wal_hook_arg, when the dispatcher set one */
+    /* the database file's identity at open (store_conn_moved); path NULL for ":memory:" */
+    char *path;
+    dev_t dev;
+    ino_t ino;
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -245,7 +254,12 @@ static int fail(store_conn *c, int rc)
     case SQLITE_CONSTRAINT_FOREIGNKEY: return STORE_ENOTFOUND;
     case SQLITE_CONSTRAINT_NOTNULL:
     case SQLITE_CONSTRAINT_CHECK: return STORE_EINVAL;
-    default: return STORE_EIO;
+    default:
+        /* a full disk can also surface as an I/O error (growing the WAL index, a truncate) */
+        if ((rc & 0xff) == SQLITE_FULL ||
+            ((rc & 0xff) == SQLITE_IOERR && sqlite3_system_errno(c->db) == ENOSPC))
+            return STORE_EFULL;
+        return STORE_EIO;
     }
 }
 
@@ -442,6 +456,12 @@ store_conn *store_conn_open(const char *url, int migrate, char **err)
     }
     sqlite3_extended_result_codes(c->db, 1);
     sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+    struct stat sb; /* SQLite has opened (or created) the file: remember which one it is */
+    if (!store_url_is_memory(url) && stat(path, &sb) == 0) {
+        c->path = xstrdup(path);
+        c->dev = sb.st_dev;
+        c->ino = sb.st_ino;
+    }
     /* WAL: readers never block the writer; NORMAL is durable across process crashes and only
      * loses the last commits on power loss, which is the usual server trade-off. */
     if (exec(c, "PRAGMA journal_mode=WAL") < 0 || exec(c, "PRAGMA synchronous=NORMAL") < 0 ||
@@ -474,6 +494,7 @@ void store_conn_close(store_conn *c)
         sqlite3_finalize(c->st[k]);
     sqlite3_close(c->db);
     free(c->wal_hook);
+    free(c->path);
     free(c);
 }
 
@@ -1319,6 +1340,19 @@ int store_attachment_finish(store_conn *c, const store_scope *sc, const char *id
     return run_changed(c, st);
 }
 
+/* A scan of the table (no index on uploaded): it runs once, at start-up. */
+int store_attachments_reset_uploads(store_conn *c, int64_t *n)
+{
+    *n = 0;
+    sqlite3_stmt *st = get(c, S_ATT_RESET);
+    if (!st)
+        return STORE_EIO;
+    int rc = run(c, st);
+    if (!rc)
+        *n = sqlite3_changes(c->db);
+    return rc;
+}
+
 int store_attachments_sweep(store_conn *c, int64_t before_us, size_t limit,
                             char (**ids)[STORE_ID_MAX], size_t *n)
 {
@@ -1562,6 +1596,36 @@ void store_thread_page_clear(store_thread_page *p)
         store_thread_clear(&p->threads[i]);
     free(p->threads);
     memset(p, 0, sizeof *p);
+}
+
+/* ---- the database file's identity (internal.h) ---- */
+
+int store_conn_moved(const store_conn *c)
+{
+    struct stat sb;
+    if (!c->path)
+        return 0;
+    if (stat(c->path, &sb) != 0)
+        return errno == ENOENT || errno == ENOTDIR; /* other errors say nothing about identity */
+    return sb.st_dev != c->dev || sb.st_ino != c->ino;
+}
+
+const char *store_conn_path(const store_conn *c)
+{
+    return c->path;
+}
+
+int store_conn_copy(store_conn *c, const char *to)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(c->db, "VACUUM INTO ?1", -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        bind_str(st, 1, to);
+        rc = sqlite3_step(st);
+    }
+    int ret = rc == SQLITE_DONE ? 0 : fail(c, rc);
+    sqlite3_finalize(st);
+    return ret;
 }
 
 /* ---- checkpoints (internal.h) ---- */

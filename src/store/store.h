@@ -3,7 +3,8 @@
  * Two layers:
  *  1. A synchronous API on one connection (store_conn). Every function returns 0 or a negative
  *     error: STORE_ENOTFOUND (absent or not visible to the scope), STORE_ECONFLICT (duplicate
- *     id), STORE_EINVAL, STORE_EIO. Used by worker threads and by the admin commands.
+ *     id), STORE_EINVAL, STORE_EIO, STORE_EFULL (disk full). Used by worker threads and by the
+ *     admin commands.
  *  2. An async dispatcher (store) that runs jobs off the event loop and completes them on it.
  *     Write jobs run on one writer thread in submission order (so writes for one thread keep
  *     their order), several at a time inside one transaction, each in its own savepoint: a job
@@ -22,6 +23,13 @@
 #define STORE_ECONFLICT (-2002)
 #define STORE_EINVAL (-2003)
 #define STORE_EIO (-2004)
+/* The disk is full (SQLITE_FULL, or an I/O error caused by ENOSPC): nothing of the job was kept;
+ * the same job may succeed once space is freed. */
+#define STORE_EFULL (-2005)
+/* The database file the store opened is no longer at its path (deleted, or replaced by another
+ * file) while the store runs: the async store refuses every write from then on (see
+ * store_check). */
+#define STORE_ELOST (-2006)
 
 #define STORE_ID_MAX 64
 
@@ -214,6 +222,11 @@ int store_attachment_claim(store_conn *c, const store_scope *sc, const char *id,
  * ENOTFOUND when the attachment is gone or no upload runs. */
 int store_attachment_finish(store_conn *c, const store_scope *sc, const char *id, int state,
                             const char *json);
+/* Ends every running upload (uploaded 2 → 0), unscoped; *n gets how many. For start-up, when
+ * no upload can be running (one server process per database): the uploads a process left
+ * running when it died (kill -9, power loss) or stopped before it could release them become
+ * uploadable again at once. */
+int store_attachments_reset_uploads(store_conn *c, int64_t *n);
 /* Deletes up to limit attachments that were never attached to a message and were created
  * before before_us, or whose thread was deleted; *ids (malloc'd, free with free()) gets their
  * ids so the caller can remove the bytes. */
@@ -275,5 +288,14 @@ void store_free(store *s);
 /* Jobs queued or running (for graceful shutdown and metrics); a job counts until its done
  * callback has started. Loop thread only. */
 unsigned store_pending(store *s);
+/* 0, or STORE_ELOST once the database file is no longer the one the store opened: its path
+ * names no file (deleted, moved) or another file (replaced). One stat() of the path (a few
+ * µs at most); the writer makes the same check before each write batch. Once lost the store
+ * stays lost until the process restarts: every write job fails with STORE_ELOST without being
+ * run (SQLite would write into the unlinked file, which a restart discards), while reads keep
+ * working on the file still open. The first to notice logs it once (level=error), and the
+ * writer copies what the store holds to "<path>.rescued-<unix time>" (VACUUM INTO) so a
+ * restart need not lose it. Always 0 for "sqlite::memory:". Loop thread. */
+int store_check(store *s);
 
 #endif

@@ -21,6 +21,9 @@ typedef struct config {
     unsigned heartbeat_ms;   /* CHATKIT_SSE_HEARTBEAT_MS, 15 s, 0 disables */
     size_t sse_max_queue;    /* CHATKIT_SSE_MAX_QUEUE_BYTES, 1 MiB */
     unsigned max_connections; /* CHATKIT_MAX_CONNECTIONS, 10000 */
+    unsigned max_per_address; /* CHATKIT_MAX_CONNECTIONS_PER_ADDRESS, 0 = no limit */
+    size_t unauth_max;        /* CHATKIT_UNAUTHENTICATED_MAX_BYTES, 16 MiB held by requests
+                               * whose credentials are not checked yet */
     unsigned store_readers;  /* CHATKIT_STORE_READERS, 2 */
     unsigned auth_cache_ms;  /* CHATKIT_AUTH_CACHE_MS, 5 s */
     unsigned demo_delay_ms;  /* CHATKIT_DEMO_DELAY_MS, delay between demo deltas of a "slow" turn, 250 */

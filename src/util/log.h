@@ -8,12 +8,22 @@ extern int log_level;
 
 /* Parses "error|warn|info|debug"; returns -1 when unknown. */
 int log_level_parse(const char *s);
-/* rid may be NULL. fmt produces the rest of the line after msg (logfmt pairs). */
+/* rid may be NULL. fmt produces the rest of the line after msg (logfmt pairs). A line is at
+ * most LOG_LINE_MAX bytes, newline included; control characters in it are written as \xNN, so
+ * no value can end a line or reach a terminal raw. */
+#define LOG_LINE_MAX 2048
 void log_write(int level, const char *rid, const char *msg, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/* Escapes s for use inside a quoted logfmt value (quotes, backslashes, control characters),
- * cut to fit out. Returns out. Use for any text that did not come from our own literals. */
+/* Escapes s for use inside a quoted logfmt value: quotes and backslashes become \" \\; control
+ * characters (C0, DEL, C1), line separators, bidirectional controls and bytes that are not
+ * UTF-8 become \xNN. Cut at a character boundary to fit out, a cut value ending with "...".
+ * s may be NULL (""). Returns out. */
 const char *log_quote(const char *s, char *out, unsigned long outlen);
+/* Every value a client, a model, an MCP server or an upstream chose goes into a log line this
+ * way, inside quotes: LOGI(rid, "msg", "type=\"%s\"", LOGQ(type)). The buffer lives until the
+ * end of the enclosing statement. */
+#define LOG_QMAX 160
+#define LOGQ(s) log_quote((s), (char[LOG_QMAX]){0}, LOG_QMAX)
 /* Aborts the process: small allocations failing is not recoverable. */
 _Noreturn void log_oom(void);
 

@@ -53,6 +53,8 @@ def pytest_configure(config):
     """Check the binary exists and run a private copy of it, so that a rebuild while the
     suite runs cannot swap it under a test."""
     global BIN, _bin_copy_dir
+    config.addinivalue_line("markers", "budget: a memory budget, measured on the plain build "
+                            "(scripts/test.sh runs these in a stage of their own)")
     src = BIN
     if not (os.path.isfile(src) and os.access(src, os.X_OK)):
         raise pytest.UsageError(

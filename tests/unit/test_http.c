@@ -304,7 +304,23 @@ static int want_stream(const http_req *req, void *ud)
     return !strncmp(req->path, "/up/", 4);
 }
 
-/* /up/check?every=K (pattern check, first pause until released, then every K-th piece),
+/* http_body_collect: the body whole, echoed back; an error status answers 400 (a no-op when
+ * the server answered already). */
+static void on_collected(http_req *req, int status, void *ud)
+{
+    tctx *t = ud;
+    atomic_store(&t->end_status, status);
+    atomic_fetch_add(&t->end_count, 1);
+    if (status) {
+        http_respond_error(req, 400, "gone", "collect failed");
+        return;
+    }
+    assert_int_equal(req->body[req->body_len], 0);
+    http_respond(req, 200, "application/octet-stream", req->body, req->body_len, NULL);
+}
+
+/* /up/collect (http_body_collect),
+ * /up/check?every=K (pattern check, first pause until released, then every K-th piece),
  * /up/echo?late=MS (echo, answered MS after the end), /up/hold (close callback answers),
  * /up/reject (401 without reading), /up/later?ms=MS (starts reading after MS). */
 static void upload_handler(tctx *t, http_req *req)
@@ -317,6 +333,14 @@ static void upload_handler(tctx *t, http_req *req)
     http_req_add_headers(req, "X-Up: 1\r\n");
     if (!strcmp(p, "reject")) {
         http_respond_error(req, 401, "unauthorized", "no");
+        return;
+    }
+    if (!strcmp(p, "collect")) {
+        int rc = http_body_collect(req, on_collected, t);
+        if (rc == -EMSGSIZE)
+            http_respond_error(req, 413, "payload_too_large", "declared too large");
+        else
+            assert_int_equal(rc, 0);
         return;
     }
     upl *u = calloc(1, sizeof *u);
@@ -805,7 +829,7 @@ static void c_get_post(tctx *t)
 
     /* absent headers are NULL; Expect: 100-continue gets its interim response */
     CHECK(t,
-          !cli_sends(&c, "PUT /echo HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"),
+          !cli_sends(&c, "PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"),
           "send");
     char line[64];
     CHECK(t, !cli_line(&c, line, sizeof line) && !strcmp(line, "HTTP/1.1 100 Continue"), "100: %s",
@@ -814,7 +838,7 @@ static void c_get_post(tctx *t)
     CHECK(t, !cli_sends(&c, "abc"), "send");
     CHECK(t, !cli_response(&c, &r), "response");
     CHECK(t,
-          strstr(r.body, "method=PUT\nm=4\n") && strstr(r.body, "host=(null)") &&
+          strstr(r.body, "method=PUT\nm=4\n") && strstr(r.body, "origin=(null)") &&
               strstr(r.body, "query=(null)") && strstr(r.body, "body=abc"),
           "put: %s", r.body);
 
@@ -824,7 +848,7 @@ static void c_get_post(tctx *t)
     CHECK(t, strstr(r.body, "\nhost=\n") && strstr(r.body, "\ncookie=c=1\n"), "empty: %s", r.body);
 
     /* 404 from the handler: JSON, msg escaped */
-    CHECK(t, !cli_sends(&c, "DELETE /nope HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "DELETE /nope HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     CHECK(t, !cli_response(&c, &r), "response");
     CHECK(t, r.status == 404, "status %d", r.status);
     CHECK(t, !strcmp(r.body, "{\"error\":\"no \\\"route\\\"\\n\",\"code\":\"not_found\"}"),
@@ -832,7 +856,7 @@ static void c_get_post(tctx *t)
     CHECK(t, hdr(&r, "Content-Type", v, sizeof v) && !strcmp(v, "application/json"), "ctype");
 
     /* HEAD: headers with the length, no body */
-    CHECK(t, !cli_sends(&c, "HEAD /hello HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     CHECK(t, !cli_head(&c, &r) && r.status == 200, "head");
     CHECK(t, hdr(&r, "Content-Length", v, sizeof v) && !strcmp(v, "5"), "head length");
     CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "hello"), "after head");
@@ -853,7 +877,7 @@ static void c_chunked(tctx *t)
     static cli c;
     static resp r;
     CHECK(t, cli_connect(&c, t->port) == 0, "connect");
-    CHECK(t, !cli_sends(&c, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"),
+    CHECK(t, !cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"),
           "send");
     sleep_ms(20);
     CHECK(t, !cli_sends(&c, "lo\r\n"), "send");
@@ -879,10 +903,10 @@ static void c_keepalive(tctx *t)
     char v[64];
     CHECK(t, cli_connect(&c, t->port) == 0, "connect");
     for (int i = 0; i < 3; i++) {
-        CHECK(t, !cli_sends(&c, "GET /hello HTTP/1.1\r\n\r\n"), "send");
+        CHECK(t, !cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
         CHECK(t, !cli_response(&c, &r) && r.status == 200, "response %d", i);
     }
-    CHECK(t, !cli_sends(&c, "GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"), "send");
     CHECK(t, !cli_response(&c, &r) && r.status == 200, "response");
     CHECK(t, hdr(&r, "Connection", v, sizeof v) && !strcmp(v, "close"), "close header");
     CHECK(t, cli_eof(&c), "eof after close");
@@ -914,10 +938,10 @@ static void c_pipelined(tctx *t)
     static cli c;
     static resp r;
     CHECK(t, cli_connect(&c, t->port) == 0, "connect");
-    const char *reqs = "GET /delay?ms=60&id=1 HTTP/1.1\r\n\r\n"
-                       "POST /echo?id=2 HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"
-                       "GET /delay?ms=5&id=3 HTTP/1.1\r\n\r\n"
-                       "GET /hello HTTP/1.1\r\n\r\n";
+    const char *reqs = "GET /delay?ms=60&id=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                       "POST /echo?id=2 HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi"
+                       "GET /delay?ms=5&id=3 HTTP/1.1\r\nHost: t\r\n\r\n"
+                       "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n";
     CHECK(t, !cli_sends(&c, reqs), "send");
     CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "id=1"), "first: %s", r.body);
     CHECK(t, !cli_response(&c, &r) && strstr(r.body, "id=2\n") && strstr(r.body, "body=hi"),
@@ -925,7 +949,7 @@ static void c_pipelined(tctx *t)
     CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "id=3"), "third: %s", r.body);
     CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "hello"), "fourth: %s", r.body);
     /* the connection is still usable */
-    CHECK(t, !cli_sends(&c, "GET /hello HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "hello"), "after");
     cli_close(&c);
 }
@@ -957,13 +981,13 @@ static void expect_error(tctx *t, const char *req, int status, const char *code)
 static void c_limits(tctx *t)
 {
     static char big[8192];
-    expect_error(t, "POST /echo HTTP/1.1\r\nContent-Length: 5000\r\n\r\n", 413,
+    expect_error(t, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n", 413,
                  "payload_too_large");
     if (t->fail[0])
         return;
     /* chunked body growing past max_body (1024) */
     buf b = BUF_INIT(0);
-    buf_puts(&b, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    buf_puts(&b, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
     for (int i = 0; i < 5; i++) {
         buf_puts(&b, "100\r\n");
         for (int j = 0; j < 256; j++)
@@ -977,12 +1001,12 @@ static void c_limits(tctx *t)
     memset(big, 'h', 2000);
     big[2000] = 0;
     char req[16384];
-    snprintf(req, sizeof req, "GET / HTTP/1.1\r\nX-Big: %s\r\n\r\n", big);
+    snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: t\r\nX-Big: %s\r\n\r\n", big);
     expect_error(t, req, 431, "header_too_large");
     if (t->fail[0])
         return;
     /* headers we do not keep count too */
-    buf_puts(&b, "GET / HTTP/1.1\r\n");
+    buf_puts(&b, "GET / HTTP/1.1\r\nHost: t\r\n");
     for (int i = 0; i < 100; i++)
         buf_printf(&b, "X-H%d: 01234567890123456789\r\n", i);
     buf_puts(&b, "\r\n");
@@ -992,11 +1016,11 @@ static void c_limits(tctx *t)
         return;
     memset(big, 'u', 300);
     big[300] = 0;
-    snprintf(req, sizeof req, "GET /%s HTTP/1.1\r\n\r\n", big);
+    snprintf(req, sizeof req, "GET /%s HTTP/1.1\r\nHost: t\r\n\r\n", big);
     expect_error(t, req, 414, "uri_too_long");
     if (t->fail[0])
         return;
-    expect_error(t, "GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    expect_error(t, "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
                  400, "bad_request");
     if (t->fail[0])
         return;
@@ -1034,7 +1058,7 @@ static void c_timeouts(tctx *t)
 
     /* body timeout */
     CHECK(t, cli_connect(&c, t->port) == 0, "connect");
-    CHECK(t, !cli_sends(&c, "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc"), "send");
+    CHECK(t, !cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc"), "send");
     t0 = now_ms();
     CHECK(t, !cli_response(&c, &r), "response");
     dt = now_ms() - t0;
@@ -1044,7 +1068,7 @@ static void c_timeouts(tctx *t)
 
     /* idle keep-alive: closed silently */
     CHECK(t, cli_connect(&c, t->port) == 0, "connect");
-    CHECK(t, !cli_sends(&c, "GET /hello HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     CHECK(t, !cli_response(&c, &r) && r.status == 200, "response");
     t0 = now_ms();
     CHECK(t, cli_eof(&c), "idle close");
@@ -1054,7 +1078,7 @@ static void c_timeouts(tctx *t)
 
     /* no timeout while the handler works */
     CHECK(t, cli_connect(&c, t->port) == 0, "connect");
-    CHECK(t, !cli_sends(&c, "GET /delay?ms=700&id=slow HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "GET /delay?ms=700&id=slow HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "id=slow"), "slow handler: %s", r.body);
     cli_close(&c);
 }
@@ -1076,7 +1100,7 @@ static void c_sse(tctx *t)
     static resp r;
     char v[64];
     CHECK(t, cli_connect(&c, t->port) == 0, "connect");
-    CHECK(t, !cli_sends(&c, "POST /sse HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"), "send");
+    CHECK(t, !cli_sends(&c, "POST /sse HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}"), "send");
     memset(&r, 0, sizeof r);
     CHECK(t, !cli_head(&c, &r) && r.status == 200, "head");
     CHECK(t, hdr(&r, "Content-Type", v, sizeof v) && !strcmp(v, "text/event-stream"), "ctype");
@@ -1090,11 +1114,11 @@ static void c_sse(tctx *t)
     CHECK(t, n > 0 && !strcmp(r.body, "data: {\"n\":1}\n\ndata: {\"n\":2}\n\ndata: {\"n\":3}\n\n"),
           "one chunk with three events: %ld %s", n, r.body);
     CHECK(t, cli_chunk(&c, &r) == 0, "terminator");
-    CHECK(t, !cli_sends(&c, "GET /hello HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "hello"), "after stream: %s", r.body);
 
     /* pipelined request behind a stream waits for it */
-    CHECK(t, !cli_sends(&c, "GET /sse HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "GET /sse HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     CHECK(t, !cli_response(&c, &r) && r.chunks == 1 && strstr(r.body, "{\"n\":3}"), "stream 2");
     CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "hello"), "after stream 2: %s", r.body);
     cli_close(&c);
@@ -1114,12 +1138,12 @@ static void c_sse_disconnect(tctx *t)
     static cli c;
     static resp r;
     CHECK(t, cli_connect(&c, t->port) == 0, "connect");
-    CHECK(t, !cli_sends(&c, "GET /sse-open HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "GET /sse-open HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     memset(&r, 0, sizeof r);
     CHECK(t, !cli_head(&c, &r) && r.status == 200, "head");
     CHECK(t, cli_chunk(&c, &r) > 0 && strstr(r.body, "open"), "event");
     /* pipelined bytes during a stream must not disturb it */
-    CHECK(t, !cli_sends(&c, "GET /hello HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     sleep_ms(50);
     CHECK(t, atomic_load(&t->close_count) == 0, "closed too early");
     cli_close(&c);
@@ -1147,7 +1171,7 @@ static void c_sse_slow(tctx *t)
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)t->port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     CHECK(t, connect(c.fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect");
-    CHECK(t, !cli_sends(&c, "GET /sse-flood HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "GET /sse-flood HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     /* never read */
     CHECK(t, wait_atomic(&t->dropped, 1, 10000), "slow reader not dropped");
     CHECK(t, wait_atomic(&t->close_count, 1, 2000), "close callback not called");
@@ -1171,7 +1195,7 @@ static void c_heartbeat(tctx *t)
     static resp r;
     CHECK(t, cli_connect(&c, t->port) == 0, "connect");
     long long t0 = now_ms();
-    CHECK(t, !cli_sends(&c, "GET /sse-open HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "GET /sse-open HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     memset(&r, 0, sizeof r);
     CHECK(t, !cli_head(&c, &r) && r.status == 200, "head");
     CHECK(t, cli_chunk(&c, &r) > 0, "event");
@@ -1201,9 +1225,9 @@ static void c_shutdown(tctx *t)
     CHECK(t, cli_connect(&a, t->port) == 0, "connect");
     CHECK(t, cli_connect(&b, t->port) == 0, "connect");
     CHECK(t, cli_connect(&k, t->port) == 0, "connect");
-    CHECK(t, !cli_sends(&a, "GET /sse-later HTTP/1.1\r\n\r\n"), "send");
-    CHECK(t, !cli_sends(&b, "GET /sse-open HTTP/1.1\r\n\r\n"), "send");
-    CHECK(t, !cli_sends(&k, "GET /hello HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&a, "GET /sse-later HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&b, "GET /sse-open HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&k, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     memset(&r, 0, sizeof r);
     CHECK(t, !cli_head(&a, &r) && r.status == 200, "head a");
     CHECK(t, !cli_head(&b, &r) && r.status == 200 && cli_chunk(&b, &r) > 0, "head b");
@@ -1247,20 +1271,34 @@ static void t_shutdown(void **st)
     free(t);
 }
 
+/* max_connections 1: a new connection takes the place of the one idle longest, then of the
+ * oldest unfinished head; when neither exists (a stream is open) it is closed at once. */
 static void c_maxconn(tctx *t)
 {
-    static cli a, b;
+    static cli a, b, c;
     static resp r;
     CHECK(t, cli_connect(&a, t->port) == 0, "connect");
-    CHECK(t, !cli_sends(&a, "GET /hello HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&a, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     CHECK(t, !cli_response(&a, &r) && r.status == 200, "a");
     CHECK(t, cli_connect(&b, t->port) == 0, "connect");
-    cli_sends(&b, "GET /hello HTTP/1.1\r\n\r\n");
-    CHECK(t, cli_eof(&b), "second connection not closed");
-    CHECK(t, !cli_sends(&a, "GET /hello HTTP/1.1\r\n\r\n"), "send");
-    CHECK(t, !cli_response(&a, &r) && r.status == 200, "a again");
+    CHECK(t, !cli_sends(&b, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
+    CHECK(t, !cli_response(&b, &r) && r.status == 200, "b served");
+    CHECK(t, cli_eof(&a), "idle connection a not closed for b");
     cli_close(&a);
+    /* b has started a head: it goes (503) for c */
+    CHECK(t, !cli_sends(&b, "GET /hello HTTP/1.1\r\n"), "send");
+    sleep_ms(50);
+    CHECK(t, cli_connect(&c, t->port) == 0, "connect");
+    CHECK(t, !cli_sends(&c, "GET /sse-open HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
+    CHECK(t, !cli_response(&b, &r) && r.status == 503, "b: 503 expected, got %d", r.status);
     cli_close(&b);
+    /* c holds an open stream: nothing can make room, a new connection is closed at once */
+    sleep_ms(50);
+    CHECK(t, cli_connect(&a, t->port) == 0, "connect");
+    cli_sends(&a, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+    CHECK(t, cli_eof(&a), "third connection not refused");
+    cli_close(&a);
+    cli_close(&c);
 }
 
 static void t_maxconn(void **st)
@@ -1269,6 +1307,128 @@ static void t_maxconn(void **st)
     default_cfg(&t->cfg);
     t->cfg.max_connections = 1;
     srv_run(t, c_maxconn);
+    free(t);
+}
+
+/* http_body_collect: whole bodies (length and chunked) with keep-alive after; a declared
+ * length over max_body refused before a byte is read; a chunked one over it refused by the
+ * server; 100 Continue only once the handler collects. */
+static void c_collect(tctx *t)
+{
+    static cli c;
+    static resp r;
+    CHECK(t, cli_connect(&c, t->port) == 0, "connect");
+    CHECK(t, !cli_sends(&c, "POST /up/collect HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n"
+                            "0123456789"), "send");
+    CHECK(t, !cli_response(&c, &r) && r.status == 200 && !strcmp(r.body, "0123456789"), "len %d %s",
+          r.status, r.body);
+    CHECK(t, !cli_sends(&c, "POST /up/collect HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                            "Expect: 100-continue\r\n\r\n"), "send");
+    char line[64];
+    CHECK(t, !cli_line(&c, line, sizeof line) && !strcmp(line, "HTTP/1.1 100 Continue"), "100: %s",
+          line);
+    CHECK(t, !cli_line(&c, line, sizeof line) && !line[0], "100 end");
+    CHECK(t, !cli_sends(&c, "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "send");
+    CHECK(t, !cli_response(&c, &r) && r.status == 200 && !strcmp(r.body, "abcde"), "chunked %d %s",
+          r.status, r.body);
+    /* over max_body (64 KiB) by its declared length: refused from the head */
+    CHECK(t, !cli_sends(&c, "POST /up/collect HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n"
+                            "Expect: 100-continue\r\n\r\n"), "send");
+    CHECK(t, !cli_response(&c, &r) && r.status == 413, "declared %d", r.status);
+    CHECK(t, cli_eof(&c), "eof after a refused body");
+    cli_close(&c);
+    /* over max_body as it arrives (chunked): the server answers */
+    CHECK(t, cli_connect(&c, t->port) == 0, "connect");
+    CHECK(t, !cli_sends(&c, "POST /up/collect HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"),
+          "send");
+    static char big[70 * 1024];
+    memset(big, 'z', sizeof big);
+    char sz[32];
+    snprintf(sz, sizeof sz, "%zx\r\n", sizeof big);
+    cli_sends(&c, sz);
+    cli_send(&c, big, sizeof big);
+    CHECK(t, !cli_response(&c, &r) && r.status == 413, "chunked over %d", r.status);
+    cli_close(&c);
+}
+
+static void t_collect(void **st)
+{
+    tctx *t = calloc(1, sizeof *t);
+    default_cfg(&t->cfg);
+    t->stream_max = 1 << 20;
+    srv_run(t, c_collect);
+    assert_int_equal(atomic_load(&t->end_count), 3); /* two bodies and the one over max_body */
+    free(t);
+}
+
+/* What llhttp would accept and we do not. */
+static void c_strict(tctx *t)
+{
+    static const struct {
+        const char *req;
+        int status;
+    } cases[] = {
+        {"GET /hello HTTP/1.1\r\nHost: t\r\nX-A: b\r\n c\r\n\r\n", 400},
+        {"GET /hello HTTP/1.1\r\nHost: t\r\nX-A: b\r\n\tc\r\n\r\n", 400},
+        {"GET /hello HTTP/1.1\r\n\r\n", 400},
+        {"GET /hello HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400},
+        {"GET /hello HTTP/2.0\r\nHost: t\r\n\r\n", 505},
+        {"GET /hello\r\n\r\n", 505},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity\r\n\r\n", 501},
+        {"GET /hello HTTP/1.0\r\n\r\n", 200},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n", 200},
+    };
+    static cli c;
+    static resp r;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        CHECK(t, cli_connect(&c, t->port) == 0, "connect");
+        CHECK(t, !cli_sends(&c, cases[i].req), "send");
+        CHECK(t, !cli_response(&c, &r) && r.status == cases[i].status, "case %zu: %d", i, r.status);
+        cli_close(&c);
+    }
+}
+
+static void t_strict(void **st)
+{
+    tctx *t = calloc(1, sizeof *t);
+    default_cfg(&t->cfg);
+    srv_run(t, c_strict);
+    free(t);
+}
+
+/* unadmitted_max: unfinished heads hold at most that much in all; the oldest goes (503) and a
+ * complete request is still served. */
+static void c_unadmitted(tctx *t)
+{
+    static cli h[8];
+    static cli c;
+    static resp r;
+    static char cookie[6001];
+    memset(cookie, 'a', sizeof cookie - 1);
+    for (int i = 0; i < 8; i++) {
+        CHECK(t, cli_connect(&h[i], t->port) == 0, "connect");
+        CHECK(t, !cli_sends(&h[i], "GET /hello HTTP/1.1\r\nHost: t\r\nCookie: "), "send");
+        CHECK(t, !cli_sends(&h[i], cookie), "send");
+        sleep_ms(20);
+    }
+    CHECK(t, !cli_response(&h[0], &r) && r.status == 503, "oldest head: %d", r.status);
+    CHECK(t, cli_connect(&c, t->port) == 0, "connect");
+    CHECK(t, !cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
+    CHECK(t, !cli_response(&c, &r) && r.status == 200, "served %d", r.status);
+    CHECK(t, !cli_sends(&h[7], "\r\n\r\n"), "send");
+    CHECK(t, !cli_response(&h[7], &r) && r.status == 200, "newest head finished: %d", r.status);
+    cli_close(&c);
+    for (int i = 0; i < 8; i++)
+        cli_close(&h[i]);
+}
+
+static void t_unadmitted(void **st)
+{
+    tctx *t = calloc(1, sizeof *t);
+    default_cfg(&t->cfg);
+    t->cfg.unadmitted_max = 32 * 1024;
+    srv_run(t, c_unadmitted);
     free(t);
 }
 
@@ -1366,7 +1526,7 @@ static void c_stream_upload(tctx *t)
     uint64_t off = 0;
     CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
     snprintf(v, sizeof v, "%u", UP_TOTAL);
-    CHECK(t, !cli_sends(&c, "PUT /up/check?every=3 HTTP/1.1\r\nContent-Length: "), "send");
+    CHECK(t, !cli_sends(&c, "PUT /up/check?every=3 HTTP/1.1\r\nHost: t\r\nContent-Length: "), "send");
     CHECK(t, !cli_sends(&c, v) && !cli_sends(&c, "\r\n\r\n"), "send");
     /* the consumer pauses on its first piece: the server must stop reading, so sending stalls
      * long before the 16 MiB are out */
@@ -1389,7 +1549,7 @@ static void c_stream_upload(tctx *t)
           atomic_load(&t->end_status));
     CHECK(t, atomic_load(&t->pauses) > 3, "pauses %d", atomic_load(&t->pauses));
     /* the connection goes on */
-    CHECK(t, !cli_sends(&c, "GET /hello HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "hello"), "after upload: %s", r.body);
     cli_close(&c);
 }
@@ -1410,7 +1570,7 @@ static void c_stream_chunked(tctx *t)
     static resp r;
     char v[64];
     CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
-    CHECK(t, !cli_sends(&c, "POST /up/echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"),
+    CHECK(t, !cli_sends(&c, "POST /up/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"),
           "send");
     sleep_ms(20);
     CHECK(t, !cli_sends(&c, "lo\r\n"), "send");
@@ -1418,7 +1578,7 @@ static void c_stream_chunked(tctx *t)
     CHECK(t, atomic_load(&t->up_bytes) == 5, "first chunk not delivered at once: %lld",
           atomic_load(&t->up_bytes));
     /* end of the body, trailers, then a pipelined request in the same write */
-    CHECK(t, !cli_sends(&c, "7\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n"),
+    CHECK(t, !cli_sends(&c, "7\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n"),
           "send");
     CHECK(t, !cli_response(&c, &r), "response");
     CHECK(t, r.status == 200 && !strcmp(r.body, "hello, world"), "%d %s", r.status, r.body);
@@ -1427,17 +1587,17 @@ static void c_stream_chunked(tctx *t)
 
     /* keep-alive after a streamed body answered later, with the next request already sent */
     CHECK(t,
-          !cli_sends(&c, "PUT /up/echo?late=50 HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd"
-                         "GET /hello HTTP/1.1\r\n\r\n"),
+          !cli_sends(&c, "PUT /up/echo?late=50 HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nabcd"
+                         "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"),
           "send");
     CHECK(t, !cli_response(&c, &r) && r.status == 200 && !strcmp(r.body, "abcd"), "late: %s",
           r.body);
     CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "hello"), "after late: %s", r.body);
 
     /* empty bodies: read (on_end at once), or answered without reading (keep-alive kept) */
-    CHECK(t, !cli_sends(&c, "POST /up/echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "POST /up/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"), "send");
     CHECK(t, !cli_response(&c, &r) && r.status == 200 && r.body_len == 0, "empty");
-    CHECK(t, !cli_sends(&c, "GET /up/reject HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "GET /up/reject HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     CHECK(t, !cli_response(&c, &r) && r.status == 401, "reject %d", r.status);
     CHECK(t, hdr(&r, "Connection", v, sizeof v) && !strcmp(v, "keep-alive"), "empty reject ka");
     CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "hello"), "after reject: %s", r.body);
@@ -1462,7 +1622,7 @@ static void c_stream_limits(tctx *t)
     char v[64];
     /* the streaming max_body (4096) replaces cfg.max_body (1024) */
     CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
-    CHECK(t, !cli_sends(&c, "PUT /up/echo HTTP/1.1\r\nContent-Length: 3000\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "PUT /up/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3000\r\n\r\n"), "send");
     pat_fill(body, 0, sizeof body);
     CHECK(t, !cli_send(&c, body, sizeof body), "send");
     CHECK(t,
@@ -1472,7 +1632,7 @@ static void c_stream_limits(tctx *t)
 
     /* declared over it: 413 before the handler sees it */
     int before = atomic_load(&t->handled);
-    CHECK(t, !cli_sends(&c, "PUT /up/echo HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "PUT /up/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n"), "send");
     CHECK(t, !cli_response(&c, &r) && r.status == 413, "413: %d", r.status);
     CHECK(t, hdr(&r, "Connection", v, sizeof v) && !strcmp(v, "close"), "close");
     CHECK(t, cli_eof(&c), "eof");
@@ -1481,7 +1641,7 @@ static void c_stream_limits(tctx *t)
 
     /* chunked past it: the server answers 413 (with the request's headers), on_end -EMSGSIZE */
     CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
-    CHECK(t, !cli_sends(&c, "POST /up/echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    CHECK(t, !cli_sends(&c, "POST /up/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"),
           "send");
     for (int i = 0; i < 6; i++) {
         CHECK(t, !cli_sends(&c, "3e8\r\n"), "send");
@@ -1517,7 +1677,7 @@ static void c_stream_disconnect(tctx *t)
     char v[64];
     /* the client goes away mid-body: on_end(-ECONNRESET), then the close callback */
     CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
-    CHECK(t, !cli_sends(&c, "PUT /up/hold HTTP/1.1\r\nContent-Length: 100000\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "PUT /up/hold HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"), "send");
     CHECK(t, !cli_send(&c, body, sizeof body), "send");
     long long end = now_ms() + 2000;
     while (atomic_load(&t->up_bytes) < 1000 && now_ms() < end)
@@ -1530,7 +1690,7 @@ static void c_stream_disconnect(tctx *t)
 
     /* a client that stops sending: 408 after body_timeout_ms, on_end(-ECONNRESET) */
     CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
-    CHECK(t, !cli_sends(&c, "PUT /up/hold HTTP/1.1\r\nContent-Length: 100\r\n\r\n0123456789"),
+    CHECK(t, !cli_sends(&c, "PUT /up/hold HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789"),
           "send");
     long long t0 = now_ms();
     CHECK(t, !cli_response(&c, &r), "response");
@@ -1565,7 +1725,7 @@ static void c_stream_early(tctx *t)
     /* answered before reading, the client waiting for 100-continue: no 100, 401, close */
     CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
     CHECK(t,
-          !cli_sends(&c, "PUT /up/reject HTTP/1.1\r\nContent-Length: 1000000\r\n"
+          !cli_sends(&c, "PUT /up/reject HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n"
                          "Expect: 100-continue\r\n\r\n"),
           "send");
     CHECK(t, !cli_response(&c, &r), "response");
@@ -1577,7 +1737,7 @@ static void c_stream_early(tctx *t)
 
     /* answered while part of the body is already there: the rest is never read */
     CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
-    CHECK(t, !cli_sends(&c, "PUT /up/reject HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "PUT /up/reject HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n"), "send");
     CHECK(t, !cli_send(&c, body, sizeof body), "send");
     CHECK(t, !cli_response(&c, &r) && r.status == 401, "status %d", r.status);
     CHECK(t, hdr(&r, "Connection", v, sizeof v) && !strcmp(v, "close"), "close");
@@ -1588,7 +1748,7 @@ static void c_stream_early(tctx *t)
     CHECK(t, cli_connect_buf(&c, t->port, 0) == 0, "connect");
     long long t0 = now_ms();
     CHECK(t,
-          !cli_sends(&c, "PUT /up/later?ms=300 HTTP/1.1\r\nContent-Length: 5\r\n"
+          !cli_sends(&c, "PUT /up/later?ms=300 HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
                          "Expect: 100-continue\r\n\r\n"),
           "send");
     set_rcvtimeo(&c, 150);
@@ -1625,7 +1785,7 @@ static void c_add_headers(tctx *t)
     for (int i = 0; i < 4; i++) {
         char req[256];
         snprintf(req, sizeof req,
-                 "OPTIONS /xh?k=%s HTTP/1.1\r\nAccess-Control-Request-Method: PUT\r\n"
+                 "OPTIONS /xh?k=%s HTTP/1.1\r\nHost: t\r\nAccess-Control-Request-Method: PUT\r\n"
                  "Access-Control-Request-Headers: a, b\r\nIf-None-Match: \"x\"\r\n"
                  "Content-Length: 2\r\n\r\n{}",
                  kinds[i]);
@@ -1645,7 +1805,7 @@ static void c_add_headers(tctx *t)
         if (i == 3)
             CHECK(t, !strcmp(r.body, "hello"), "stream: %s", r.body);
     }
-    CHECK(t, !cli_sends(&c, "GET /xh HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "GET /xh HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "acrm=(null) acrh=(null) inm=(null) cl=-1"),
           "absent: %s", r.body);
     cli_close(&c);
@@ -1668,7 +1828,7 @@ static void c_stream_response(tctx *t)
     char v[64], req[128];
     /* a small receive buffer and a late start: the producer has to wait for drains */
     CHECK(t, cli_connect_buf(&c, t->port, 32 * 1024) == 0, "connect");
-    snprintf(req, sizeof req, "GET /dl?n=%u HTTP/1.1\r\n\r\n", DL_TOTAL);
+    snprintf(req, sizeof req, "GET /dl?n=%u HTTP/1.1\r\nHost: t\r\n\r\n", DL_TOTAL);
     CHECK(t, !cli_sends(&c, req), "send");
     memset(&r, 0, sizeof r);
     CHECK(t, !cli_head(&c, &r) && r.status == 200, "head");
@@ -1682,13 +1842,13 @@ static void c_stream_response(tctx *t)
           atomic_load(&t->max_queued));
 
     /* HEAD: the head with the length, no body; the connection goes on */
-    CHECK(t, !cli_sends(&c, "HEAD /dl?n=1000 HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "HEAD /dl?n=1000 HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     CHECK(t, !cli_head(&c, &r) && r.status == 200, "head");
     CHECK(t, hdr(&r, "Content-Length", v, sizeof v) && !strcmp(v, "1000"), "head length");
     CHECK(t, !cli_response(&c, &r) && !strcmp(r.body, "hello"), "after head: %s", r.body);
 
     /* a short streamed response: the body is cut and the connection closed */
-    CHECK(t, !cli_sends(&c, "GET /dl-short HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "GET /dl-short HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     CHECK(t, !cli_head(&c, &r) && r.status == 200, "head");
     CHECK(t, hdr(&r, "Content-Length", v, sizeof v) && !strcmp(v, "100"), "length");
     CHECK(t, !cli_exact(&c, v, 10) && !memcmp(v, "0123456789", 10), "short body");
@@ -1710,7 +1870,7 @@ static void c_stream_stalled(tctx *t)
 {
     static cli c;
     CHECK(t, cli_connect_buf(&c, t->port, 16 * 1024) == 0, "connect");
-    CHECK(t, !cli_sends(&c, "GET /dl?n=67108864 HTTP/1.1\r\n\r\n"), "send");
+    CHECK(t, !cli_sends(&c, "GET /dl?n=67108864 HTTP/1.1\r\nHost: t\r\n\r\n"), "send");
     /* never read: dropped once writes make no progress for idle_timeout_ms */
     CHECK(t, wait_atomic(&t->close_count, 1, 5000), "stalled reader not dropped");
     cli_close(&c);
@@ -1748,14 +1908,18 @@ static void t_fuzz_entry(void **st)
     http_config cfg;
     memset(&cfg, 0, sizeof cfg);
     http_server *srv = http_server_new(&loop, &cfg, fz_handler, NULL);
-    const char *in = "GET /a HTTP/1.1\r\n\r\nGET /s HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\n"
-                     "Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\nGET /c HTTP/1.1\r\n\r\n";
+    const char *in = "GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /s HTTP/1.1\r\nHost: t\r\n\r\nPOST /b HTTP/1.1\r\nHost: t\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\nGET /c HTTP/1.1\r\nHost: t\r\n\r\n";
     for (size_t step = 0; step < 8; step++)
         http_fuzz_feed(srv, (const uint8_t *)in, strlen(in), step);
     assert_int_equal(fz_handled, 32);
     /* fuzzer finding: CONNECT skips its Content-Length body; body must still be a string */
-    static const char connect[] = "CONNECT  /ex\nConteNt-Length: 6\r\n\ro\nMO*E@T@M";
+    static const char connect[] = "CONNECT /ex HTTP/1.0\r\nConteNt-Length: 6\r\n\r\nMO*E@T@M";
     http_fuzz_feed(srv, (const uint8_t *)connect, sizeof connect - 1, 7);
+    assert_int_equal(fz_handled, 33);
+    /* no version (HTTP/0.9) never reaches the handler */
+    static const char v09[] = "CONNECT  /ex\nConteNt-Length: 6\r\n\ro\nMO*E@T@M";
+    http_fuzz_feed(srv, (const uint8_t *)v09, sizeof v09 - 1, 7);
     assert_int_equal(fz_handled, 33);
     assert_int_equal(http_server_connections(srv), 0);
     http_server_free(srv);
@@ -1843,10 +2007,10 @@ static void t_fuzz_stream(void **st)
     memset(&cfg, 0, sizeof cfg);
     http_server *srv = http_server_new(&loop, &cfg, fs_handler, NULL);
     http_server_stream_bodies(srv, fs_want, 100, NULL);
-    const char *in = "PUT /u HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789"
-                     "POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n"
+    const char *in = "PUT /u HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123456789"
+                     "POST /u HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n"
                      "\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
-                     "GET /r HTTP/1.1\r\n\r\nGET /a HTTP/1.1\r\n\r\n";
+                     "GET /r HTTP/1.1\r\nHost: t\r\n\r\nGET /a HTTP/1.1\r\nHost: t\r\n\r\n";
     for (size_t step = 0; step < 12; step++) {
         fs_handled = fs_ends = fs_ok = 0;
         http_fuzz_feed(srv, (const uint8_t *)in, strlen(in), step);
@@ -1889,6 +2053,9 @@ int main(void)
         cmocka_unit_test(t_heartbeat),
         cmocka_unit_test(t_shutdown),
         cmocka_unit_test(t_maxconn),
+        cmocka_unit_test(t_collect),
+        cmocka_unit_test(t_strict),
+        cmocka_unit_test(t_unadmitted),
         cmocka_unit_test(t_stream_upload),
         cmocka_unit_test(t_stream_chunked),
         cmocka_unit_test(t_stream_limits),

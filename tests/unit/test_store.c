@@ -8,11 +8,14 @@
 
 #include <cmocka.h>
 
+#include <errno.h>
+#include <glob.h>
 #include <semaphore.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include "store/store.h"
@@ -20,6 +23,7 @@
 
 static char tmpdir[] = "/tmp/test_store.XXXXXX";
 static int db_seq;
+static int disk_full; /* atomic: every SQLite write fails with ENOSPC (set_disk_full) */
 
 typedef struct fx {
     char url[300];
@@ -75,6 +79,7 @@ static int setup(void **st)
 static int teardown(void **st)
 {
     fx *f = *st;
+    __atomic_store_n(&disk_full, 0, __ATOMIC_RELEASE); /* a failed test must not leave it on */
     store_conn_close(f->c);
     free(f);
     return 0;
@@ -1413,6 +1418,248 @@ static void t_migrate_runs(void **st)
     store_thread_clear(&t);
 }
 
+/* Start-up recovery: every running upload (of any scope, however recent its claim) becomes
+ * uploadable again; stored and waiting ones are left alone. */
+static void t_attachment_reset_uploads(void **st)
+{
+    fx *f = *st;
+    int64_t n = -1;
+    assert_int_equal(store_attachments_reset_uploads(f->c, &n), 0);
+    assert_int_equal(n, 0); /* nothing to do */
+    const char *ids[] = {"atc_r1", "atc_r2", "atc_r3", "atc_r4"};
+    const store_scope *scopes[] = {&f->a, &f->b, &f->a, &f->a};
+    for (int i = 0; i < 4; i++) {
+        store_attachment a = {.name = "f.txt", .mime_type = "text/plain", .size = 3, .json = "{}"};
+        snprintf(a.id, sizeof a.id, "%s", ids[i]);
+        assert_int_equal(store_attachment_save(f->c, scopes[i], &a), 0);
+    }
+    store_attachment out;
+    /* r1 and r2 (another user's) running, r3 stored, r4 waiting */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(store_attachment_claim(f->c, scopes[i], ids[i], INT64_MAX - 1, 0, &out), 0);
+        store_attachment_clear(&out);
+    }
+    assert_int_equal(store_attachment_finish(f->c, &f->a, "atc_r3", STORE_UPLOAD_DONE, NULL), 0);
+    assert_int_equal(store_attachment_claim(f->c, &f->a, "atc_r1", 1, 0, &out), STORE_ECONFLICT);
+    store_attachment_clear(&out);
+
+    assert_int_equal(store_attachments_reset_uploads(f->c, &n), 0);
+    assert_int_equal(n, 2);
+    const int want[] = {STORE_UPLOAD_NONE, STORE_UPLOAD_NONE, STORE_UPLOAD_DONE, STORE_UPLOAD_NONE};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(store_attachment_load(f->c, scopes[i], ids[i], &out), 0);
+        assert_int_equal(out.uploaded, want[i]);
+        store_attachment_clear(&out);
+    }
+    /* claimable again at once, and finishable by the new upload */
+    assert_int_equal(store_attachment_claim(f->c, &f->a, "atc_r1", 10, 0, &out), 0);
+    store_attachment_clear(&out);
+    assert_int_equal(store_attachment_finish(f->c, &f->a, "atc_r1", STORE_UPLOAD_DONE, NULL), 0);
+    assert_int_equal(store_attachments_reset_uploads(f->c, &n), 0);
+    assert_int_equal(n, 0);
+}
+
+/* ---- faults: a full disk, a database deleted or replaced while open ---- */
+
+/* A full disk, injected under SQLite: the unix VFS lets a program replace the system calls it
+ * makes, so while disk_full is set every write of any connection fails with ENOSPC. The
+ * replacements stay installed; with disk_full clear they only pass the calls on. */
+static sqlite3_syscall_ptr real_write, real_pwrite, real_pwrite64;
+typedef ssize_t (*write_fn)(int, const void *, size_t);
+typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
+
+static int is_full(void)
+{
+    if (!__atomic_load_n(&disk_full, __ATOMIC_ACQUIRE))
+        return 0;
+    errno = ENOSPC;
+    return 1;
+}
+static ssize_t full_write(int fd, const void *b, size_t n)
+{
+    return is_full() ? -1 : ((write_fn)real_write)(fd, b, n);
+}
+static ssize_t full_pwrite(int fd, const void *b, size_t n, off_t off)
+{
+    return is_full() ? -1 : ((pwrite_fn)real_pwrite)(fd, b, n, off);
+}
+static ssize_t full_pwrite64(int fd, const void *b, size_t n, off_t off)
+{
+    return is_full() ? -1 : ((pwrite_fn)real_pwrite64)(fd, b, n, off);
+}
+
+static void set_disk_full(int on)
+{
+    sqlite3_vfs *v = sqlite3_vfs_find("unix");
+    assert_non_null(v);
+    if (!real_write) {
+        real_write = v->xGetSystemCall(v, "write");
+        real_pwrite = v->xGetSystemCall(v, "pwrite");
+        real_pwrite64 = v->xGetSystemCall(v, "pwrite64");
+        assert_non_null(real_write);
+        v->xSetSystemCall(v, "write", (sqlite3_syscall_ptr)full_write);
+        if (real_pwrite)
+            v->xSetSystemCall(v, "pwrite", (sqlite3_syscall_ptr)full_pwrite);
+        if (real_pwrite64)
+            v->xSetSystemCall(v, "pwrite64", (sqlite3_syscall_ptr)full_pwrite64);
+    }
+    __atomic_store_n(&disk_full, on, __ATOMIC_RELEASE);
+}
+
+/* SQLITE_FULL is STORE_EFULL; nothing of the failed write is kept, and writes work again once
+ * there is room. */
+static void t_full(void **st)
+{
+    fx *f = *st;
+    mk_thread(f, &f->a, "thr_1", 1, NULL, NULL);
+    assert_int_equal(add_item(f->c, &f->a, "thr_1", "msg_1", 10), 0);
+    set_disk_full(1);
+    assert_int_equal(add_item(f->c, &f->a, "thr_1", "msg_2", 20), STORE_EFULL);
+    assert_int_equal(store_attachment_delete(f->c, &f->a, "atc_none"), STORE_ENOTFOUND);
+    store_item it;
+    assert_int_equal(store_item_load(f->c, &f->a, "thr_1", "msg_1", &it), 0); /* reads work */
+    store_item_clear(&it);
+    set_disk_full(0);
+    assert_int_equal(store_item_load(f->c, &f->a, "thr_1", "msg_2", &it), STORE_ENOTFOUND);
+    assert_int_equal(add_item(f->c, &f->a, "thr_1", "msg_2", 20), 0);
+    assert_int_equal(store_item_load(f->c, &f->a, "thr_1", "msg_1", &it), 0);
+    store_item_clear(&it);
+}
+
+/* The dispatcher: every job of a batch whose commit finds the disk full completes with
+ * STORE_EFULL (not STORE_EIO); reads keep working; later batches succeed once there is room. */
+static void t_dispatch_full(void **st)
+{
+    fx *f = *st;
+    uv_loop_t loop;
+    store *s = dstore(f, &loop, 1);
+    djob ok = {.f = f, .idx = 0};
+    memcpy(ok.id, "msg_ok", 7);
+    assert_int_equal(store_write(s, w_add, on_done, &ok), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(ok.rc, 0);
+
+    set_disk_full(1);
+    djob w[3];
+    for (int i = 0; i < 3; i++) {
+        w[i] = (djob){.f = f, .idx = 1 + i};
+        snprintf(w[i].id, sizeof w[i].id, "msg_full_%d", i);
+        assert_int_equal(store_write(s, w_add, on_done, &w[i]), 0);
+    }
+    djob r = {.f = f};
+    memcpy(r.id, "msg_ok", 7);
+    assert_int_equal(store_read(s, r_load, on_read_done, &r), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(w[i].rc, STORE_EFULL);
+    assert_int_equal(r.rc, 0);
+
+    set_disk_full(0);
+    for (int i = 0; i < 3; i++) {
+        w[i].done = 0;
+        assert_int_equal(store_write(s, w_add, on_done, &w[i]), 0);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(w[i].rc, 0);
+    dclose(s, &loop);
+    store_item it;
+    assert_int_equal(store_item_load(f->c, &f->a, "thr_1", "msg_ok", &it), 0);
+    store_item_clear(&it);
+    assert_int_equal(store_item_load(f->c, &f->a, "thr_1", "msg_full_2", &it), 0);
+    store_item_clear(&it);
+}
+
+/* The copy a store makes of a lost database: exactly one, holding item id. */
+static void check_rescued(fx *f, const char *id)
+{
+    char pat[300];
+    snprintf(pat, sizeof pat, "%s.rescued-*", f->path);
+    glob_t g;
+    assert_int_equal(glob(pat, 0, NULL, &g), 0);
+    assert_int_equal(g.gl_pathc, 1);
+    char url[320];
+    snprintf(url, sizeof url, "sqlite:%s", g.gl_pathv[0]);
+    char *err = NULL;
+    store_conn *c = store_conn_open(url, 0, &err);
+    assert_non_null(c);
+    store_item it;
+    assert_int_equal(store_item_load(c, &f->a, "thr_1", id, &it), 0);
+    store_item_clear(&it);
+    store_conn_close(c);
+    unlink(g.gl_pathv[0]);
+    globfree(&g);
+}
+
+/* A database deleted while the store runs: store_check notices, every later write fails with
+ * STORE_ELOST without running, reads keep working, and the data is copied next to the path. */
+static void t_dispatch_lost(void **st)
+{
+    fx *f = *st;
+    uv_loop_t loop;
+    store *s = dstore(f, &loop, 1);
+    djob ok = {.f = f, .idx = 0};
+    memcpy(ok.id, "msg_ok", 7);
+    assert_int_equal(store_write(s, w_add, on_done, &ok), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(ok.rc, 0);
+    assert_int_equal(store_check(s), 0);
+
+    assert_int_equal(unlink(f->path), 0);
+    assert_int_equal(store_check(s), STORE_ELOST);
+    assert_int_equal(store_check(s), STORE_ELOST); /* stays lost */
+    djob w = {.f = f, .idx = 1};
+    memcpy(w.id, "msg_lost", 9);
+    assert_int_equal(store_write(s, w_add, on_done, &w), 0);
+    djob r = {.f = f};
+    memcpy(r.id, "msg_ok", 7);
+    assert_int_equal(store_read(s, r_load, on_read_done, &r), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(w.rc, STORE_ELOST);
+    assert_int_equal(r.rc, 0);
+    /* the path was not recreated behind the operator's back */
+    assert_int_equal(access(f->path, F_OK), -1);
+    check_rescued(f, "msg_ok");
+    dclose(s, &loop);
+}
+
+/* Replaced (another file renamed over the path), noticed by the writer alone: the write that
+ * follows fails without anyone calling store_check. */
+static void t_dispatch_replaced(void **st)
+{
+    fx *f = *st;
+    uv_loop_t loop;
+    store *s = dstore(f, &loop, 1);
+    djob ok = {.f = f, .idx = 0};
+    memcpy(ok.id, "msg_ok", 7);
+    assert_int_equal(store_write(s, w_add, on_done, &ok), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(ok.rc, 0);
+
+    char other[300];
+    snprintf(other, sizeof other, "%s.other", f->path);
+    FILE *fp = fopen(other, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    assert_int_equal(rename(other, f->path), 0);
+    djob w = {.f = f, .idx = 1};
+    memcpy(w.id, "msg_lost", 9);
+    assert_int_equal(store_write(s, w_add, on_done, &w), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(w.rc, STORE_ELOST);
+    assert_int_equal(store_check(s), STORE_ELOST);
+    check_rescued(f, "msg_ok");
+    dclose(s, &loop);
+
+    /* an in-memory store has no file to lose */
+    assert_int_equal(uv_loop_init(&loop), 0);
+    char *err = NULL;
+    s = store_new(&loop, "sqlite::memory:", 1, &err);
+    assert_non_null(s);
+    assert_int_equal(store_check(s), 0);
+    dclose(s, &loop);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1447,6 +1694,11 @@ int main(void)
         T(t_dispatch_read_after_write),
         T(t_dispatch_free_drains),
         T(t_dispatch_memory),
+        T(t_full),
+        T(t_dispatch_full),
+        T(t_dispatch_lost),
+        T(t_dispatch_replaced),
+        T(t_attachment_reset_uploads),
     };
 #undef T
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -3,12 +3,15 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "util/base64.h"
 #include "util/buf.h"
 #include "util/id.h"
+#include "util/log.h"
 #include "util/sha256.h"
 #include "util/timeutil.h"
 
@@ -145,6 +148,80 @@ static void t_base64(void **st)
     assert_int_equal(base64_decode("Zm 9v", 5, back), -1);
 }
 
+static void t_log_quote(void **st)
+{
+    (void)st;
+    char q[64];
+    /* quotes, backslashes, C0, DEL, ESC */
+    assert_string_equal(log_quote("a\"b\\c\nd\re\x1b[31m\x7f", q, sizeof q),
+                        "a\\\"b\\\\c\\x0ad\\x0de\\x1b[31m\\x7f");
+    assert_string_equal(log_quote(NULL, q, sizeof q), "");
+    /* valid UTF-8 stays; C1 controls, separators, bidi controls and broken UTF-8 do not */
+    assert_string_equal(log_quote("caf\xc3\xa9 \xe2\x82\xac", q, sizeof q), "caf\xc3\xa9 \xe2\x82\xac");
+    assert_string_equal(log_quote("\xc2\x9b" "2J", q, sizeof q), "\\xc2\\x9b2J");
+    assert_string_equal(log_quote("\xe2\x80\xa8\xe2\x80\xae", q, sizeof q),
+                        "\\xe2\\x80\\xa8\\xe2\\x80\\xae");
+    assert_string_equal(log_quote("\xff\xc3(\xed\xa0\x80", q, sizeof q),
+                        "\\xff\\xc3(\\xed\\xa0\\x80");
+    /* cut to fit, at a character boundary, and marked */
+    char s8[8];
+    assert_string_equal(log_quote("1234567", s8, sizeof s8), "1234567");
+    assert_string_equal(log_quote("12345678", s8, sizeof s8), "1234...");
+    assert_string_equal(log_quote("1\n2345678", s8, sizeof s8), "1...");
+    assert_string_equal(log_quote("\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", s8, sizeof s8), "\xc3\xa9\xc3\xa9...");
+    char s3[3];
+    assert_string_equal(log_quote("abcdef", s3, sizeof s3), "");
+    /* LOGQ: a stack buffer of LOG_QMAX bytes per value */
+    char big[1000];
+    memset(big, '"', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    const char *v = LOGQ(big);
+    assert_int_equal(strlen(v), LOG_QMAX - 1); /* 78 escaped quotes (156 bytes) + "..." */
+    assert_string_equal(v + strlen(v) - 3, "...");
+    assert_string_equal(LOGQ("ok"), "ok");
+}
+
+/* log_write's line: what it writes to stderr. */
+static size_t log_line(char *out, size_t cap, const char *fmt, const char *arg)
+{
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    dup2(fileno(f), 2);
+    log_write(LOG_ERROR, "rid1", "m\nsg", fmt, arg);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    rewind(f);
+    size_t n = fread(out, 1, cap - 1, f);
+    out[n] = 0;
+    fclose(f);
+    return n;
+}
+
+static void t_log_write(void **st)
+{
+    (void)st;
+    static char line[8192];
+    size_t n = log_line(line, sizeof line, "a=%s b=1", "x\ny\r\x1bz\x7f");
+    assert_int_equal(line[n - 1], '\n');
+    assert_null(memchr(line, '\n', n - 1)); /* one line */
+    assert_non_null(strstr(line, " level=error rid=rid1 msg=\"m\\x0asg\" a=x\\x0ay\\x0d\\x1bz\\x7f b=1\n"));
+    assert_memory_equal(line, "ts=", 3);
+    /* capped */
+    static char huge[10000];
+    memset(huge, '\n', sizeof huge - 1);
+    n = log_line(line, sizeof line, "v=%s", huge);
+    assert_true(n <= LOG_LINE_MAX && n > LOG_LINE_MAX - 4); /* no \xNN is cut in half */
+    assert_int_equal(line[n - 1], '\n');
+    assert_null(memchr(line, '\n', n - 1));
+    memset(huge, 'y', sizeof huge - 1);
+    n = log_line(line, sizeof line, "v=%s", huge);
+    assert_int_equal(n, LOG_LINE_MAX);
+    assert_null(memchr(line, '\n', n - 1));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -154,6 +231,8 @@ int main(void)
         cmocka_unit_test(t_ts),
         cmocka_unit_test(t_sha256),
         cmocka_unit_test(t_base64),
+        cmocka_unit_test(t_log_quote),
+        cmocka_unit_test(t_log_write),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
