@@ -43,7 +43,9 @@ typedef struct ck_app {
     const config *cfg;
     store *st;
     http_server *http;
-    map active;      /* thread id -> ck_stream* (one run per thread) */
+    map active;      /* thread id -> the request, then the ck_stream, running it (one run per
+                      * thread) */
+    map streams;     /* thread id -> its ck_stream until the stream is freed */
     map auth_cache;  /* token hash -> ck_auth* */
     struct mcp_pool *mcp; /* the agents' MCP servers */
     map parked;      /* interaction id -> run* waiting for a user's answer to an elicitation */

@@ -1881,6 +1881,7 @@ void ck_app_free(ck_app *app)
     app->mcp = NULL;
     ck_auth_cache_clear(app);
     map_free(&app->active);
+    map_free(&app->streams);
     rl_free(&app->rl);
     memset(app->key, 0, sizeof app->key);
 }

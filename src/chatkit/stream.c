@@ -51,10 +51,7 @@ struct ck_stream {
     int ended;
     int paused;             /* backpressure: the run was told to stop reading the model */
     int deleted;            /* its thread was deleted: only the run's accounting is stored */
-    struct ck_stream *live_next; /* every stream not yet freed (stream_thread_deleted) */
 };
-
-static ck_stream *live_streams;
 
 /* Encoding space shared by every stream: they all run on the loop thread, and each event is
  * copied out (to the socket or a batch) before the next is encoded. */
@@ -590,10 +587,8 @@ static void end_stream(ck_stream *st)
 {
     if (map_get(&st->app->active, st->thread.id) == st)
         map_del(&st->app->active, st->thread.id);
-    ck_stream **pp = &live_streams;
-    while (*pp != st)
-        pp = &(*pp)->live_next;
-    *pp = st->live_next;
+    if (map_get(&st->app->streams, st->thread.id) == st)
+        map_del(&st->app->streams, st->thread.id);
     rl_stream(&st->app->rl, st->scope.user_id, -1);
     if (st->req) {
         http_req_on_close(st->req, NULL, NULL);
@@ -749,8 +744,7 @@ ck_stream *stream_new(ck_app *app, http_req *req, const store_scope *sc, const s
     st->agent.instructions = agent->instructions ? xstrdup(agent->instructions) : NULL;
     st->agent.config = json_incref(agent->config); /* never modified */
     st->last_us = last_us;
-    st->live_next = live_streams;
-    live_streams = st;
+    map_put(&app->streams, st->thread.id, st);
     http_req_ref(req);
     map_put(&app->active, st->thread.id, st);
     rl_stream(&app->rl, st->scope.user_id, +1);
@@ -887,9 +881,7 @@ static void thread_gone(ck_stream *st)
 
 void stream_thread_deleted(ck_app *app, const char *thread_id)
 {
-    for (ck_stream *st = live_streams; st; st = st->live_next)
-        if (st->app == app && !st->ended && !st->deleted && !strcmp(st->thread.id, thread_id)) {
-            thread_gone(st);
-            return;
-        }
+    ck_stream *st = map_get(&app->streams, thread_id);
+    if (st && !st->ended && !st->deleted)
+        thread_gone(st);
 }
