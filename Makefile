@@ -3,7 +3,7 @@ BUILD      ?= build
 BUILD_ASAN ?= build-asan
 DATA_DIR   ?= ./data
 
-.PHONY: all deps build build-asan run test test-fast unit e2e bench fuzz clean
+.PHONY: all deps build build-asan run test test-fast unit e2e bench fuzz fuzz-ci fuzz-merge clean
 
 all: build
 
@@ -39,8 +39,17 @@ test-fast: build
 bench:
 	bench/run.sh
 
+# fuzz/build.sh: every libFuzzer harness for 60 s (scratch corpora fuzz/corpus-*/)
 fuzz:
 	fuzz/build.sh 60
+
+# What `make test` runs: each harness for a few seconds from the committed fuzz/corpus/
+fuzz-ci:
+	fuzz/build.sh ci
+
+# Minimizes the scratch corpora into the committed fuzz/corpus/ (after a long run)
+fuzz-merge:
+	fuzz/build.sh merge
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) build-release

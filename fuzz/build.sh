@@ -1,51 +1,90 @@
 #!/bin/sh
-# Builds the libFuzzer harnesses (ASan/UBSan) and runs each for N seconds (default 60).
-# Usage: fuzz/build.sh [seconds] [http|protocol|sse|llm|multipart|sniff|all]   (default: 60 all;
-# 0 seconds = build only)
-#   http      fuzz_http.c: the HTTP parser/server (corpus fuzz/corpus-http/)
+# The libFuzzer harnesses (ASan/UBSan), built by fuzz/fuzz.mk into build-fuzz/ (one object per
+# source, compiled in parallel on every core):
+#   http      fuzz_http.c: the HTTP parser/server
 #   protocol  fuzz_protocol.c: request bodies through ck_handle, the async store on SQLite and the
-#             demo model (corpus fuzz/corpus-protocol/, seeds fuzz/seeds-protocol/)
-#   sse       fuzz_sse.c: the SSE client parser against a reference reading (corpus
-#             fuzz/corpus-sse/)
+#             demo model
+#   sse       fuzz_sse.c: the SSE client parser against a reference reading
 #   llm       fuzz_llm.c: the upstream stream decoders (Chat Completions, Responses, Anthropic)
-#             behind the SSE parser, base64, the request body builders (corpus fuzz/corpus-llm/)
+#             behind the SSE parser, base64, the request body builders
 #   multipart fuzz_multipart.c: the multipart/form-data upload parser, whole vs cut feeds
-#             (corpus fuzz/corpus-multipart/)
 #   sniff     fuzz_sniff.c: the upload content checks (type sniffing, UTF-8, declared-type rules,
-#             stored names, Content-Disposition), whole vs cut feeds (corpus fuzz/corpus-sniff/)
-# Corpora are git-ignored; crashes land in fuzz/crash-* (http), fuzz/crash-protocol-*,
-# fuzz/crash-sse-*, fuzz/crash-llm-*, fuzz/crash-multipart-* and fuzz/crash-sniff-*.
-# Extra libFuzzer flags can be passed in FUZZ_FLAGS (e.g. FUZZ_FLAGS=-jobs=2).
+#             stored names, Content-Disposition), whole vs cut feeds
+#
+# Usage:
+#   fuzz/build.sh [seconds] [HARNESS|all]
+#       Build, then run each harness for seconds (default 60 all; 0 = build only). Extra
+#       libFuzzer flags in FUZZ_FLAGS (e.g. FUZZ_FLAGS=-runs=10000000).
+#   fuzz/build.sh ci [seconds [HARNESS...]]
+#       What scripts/test.sh runs (make fuzz-ci): build, then each harness (default all) for
+#       seconds (default 8) on a temporary copy of its committed corpus. One line per harness,
+#       "fuzz HARNESS: ok (...)" or "fuzz HARNESS: FAIL (...)" (a build failure, crash, leak,
+#       timeout or OOM, with the saved input's path and the report), then "fuzz: N passed, N
+#       failed". Writes nothing outside build-fuzz/ and a temporary directory.
+#   fuzz/build.sh merge [HARNESS|all]
+#       Rewrites the committed corpus fuzz/corpus/HARNESS/ as the smallest set of inputs
+#       (libFuzzer -merge=1) keeping the coverage of itself, the scratch corpus and the seeds.
+#       Run after a long run, then commit (make fuzz-merge).
+# Files:
+#   fuzz/corpus/HARNESS/   committed, minimized corpora (CI and long runs start from them)
+#   fuzz/corpus-HARNESS/   scratch corpora (git-ignored): long runs add their new inputs there;
+#                          the seeds below are written into it when missing
+#   fuzz/seeds-protocol/   hand-written protocol request bodies (committed, read as a second seed
+#                          directory by protocol runs and merges)
+#   fuzz/dict/HARNESS.dict libFuzzer dictionaries
+#   fuzz/crash-HARNESS-*   crashes, leaks and timeouts of long runs (git-ignored); those of CI
+#                          runs land in build-fuzz/ci-artifacts/HARNESS-*
+# Per-input limits: -max_len and -timeout below (harness_opts); 30 s for protocol, 10 s else.
+# Committed inputs are at most 1 KiB (FUZZ_MERGE_LEN, see merge).
 set -eu
 cd "$(dirname "$0")/.."
-secs=${1:-60}
-which=${2:-all}
 out=build-fuzz
-case "$which" in
-http | protocol | sse | llm | multipart | sniff | all) ;;
-*) echo "usage: $0 [seconds] [http|protocol|sse|llm|multipart|sniff|all]" >&2; exit 2 ;;
-esac
-mkdir -p "$out"
+harnesses="http protocol sse llm multipart sniff"
+jobs=$(nproc 2>/dev/null || echo 2)
 
-# llhttp is third-party code: no warnings from it (only http and protocol link it)
-case "$which" in
-http | protocol | all)
-    for f in api http llhttp; do
-        clang -g -O1 -fsanitize=fuzzer-no-link,address,undefined -w -I/usr/share/include/llhttp \
-            -c /usr/share/llhttp/$f.c -o "$out/llhttp_$f.o"
-    done
-    ;;
-esac
-CFLAGS="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-    -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Werror
-    -Isrc -I/usr/share/include/llhttp"
+usage() {
+    echo "usage: $0 [seconds] [http|protocol|sse|llm|multipart|sniff|all]" >&2
+    echo "       $0 ci [seconds [http|protocol|sse|llm|multipart|sniff]...]" >&2
+    echo "       $0 merge [http|protocol|sse|llm|multipart|sniff|all]" >&2
+    exit 2
+}
 
-build_http() {
+# -> max_len, timeout, merge_len (see merge) and seeds (extra read-only seed directories) for
+# harness $1
+harness_opts() {
+    seeds=""
+    timeout=10
+    merge_len=${FUZZ_MERGE_LEN:-1024}
+    case "$1" in
+    http) max_len=4096 ;;
+    protocol) max_len=8192 timeout=30 seeds=fuzz/seeds-protocol ;;
+    sse) max_len=4096 ;;
+    llm) max_len=8192 ;;
+    multipart) max_len=4096 ;;
+    sniff) max_len=2048 ;;
+    *) usage ;;
+    esac
+}
+
+# make targets for the harnesses named in $@; a failed build stops the script (set -e)
+build() {
+    t=""
+    for h in "$@"; do t="$t $out/fuzz_$h"; done
     # shellcheck disable=SC2086
-    clang $CFLAGS $(pkg-config --cflags libuv jansson) \
-        fuzz/fuzz_http.c src/http/*.c src/util/*.c "$out"/llhttp_*.o \
-        $(pkg-config --libs libuv jansson) -lm -o "$out/fuzz_http"
+    make -s -f fuzz/fuzz.mk -j"$jobs" OUT="$out" $t
+}
 
+# the directories among $@ that exist
+existing() {
+    for d in "$@"; do
+        if [ -d "$d" ]; then printf '%s\n' "$d"; fi
+    done
+}
+
+count() { find "$1" -type f | wc -l; }
+
+# The seeds of the scratch corpora (inputs as each harness's header comment describes them).
+seed_http() {
     # seeds: first byte is the read size
     mkdir -p fuzz/corpus-http
     seed() { printf '%b' "$2" > "fuzz/corpus-http/$1"; }
@@ -65,60 +104,9 @@ build_http() {
         seed reject '\0POST /r HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcdeGET /d?s HTTP/1.1\r\n\r\n'
         seed download '\0HEAD /d HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\n\r\nGET /d?s HTTP/1.1\r\n\r\n'
     fi
-    cat > "$out/http.dict" <<'DICT'
-"GET "
-"POST "
-"HEAD "
-"PUT "
-"OPTIONS "
-"CONNECT "
-" HTTP/1.1\x0d\x0a"
-" HTTP/1.0\x0d\x0a"
-"\x0d\x0a\x0d\x0a"
-"Host: "
-"Authorization: "
-"Content-Type: "
-"Accept-Language: "
-"Cookie: "
-"Origin: "
-"Expect: 100-continue"
-"Content-Length: "
-"Transfer-Encoding: chunked"
-"Connection: close"
-"Connection: keep-alive"
-"Connection: Upgrade"
-"Upgrade: "
-"0\x0d\x0a\x0d\x0a"
-"/s"
-"/f"
-"/o"
-"/a"
-"/q?a="
-"%2"
-"/u"
-"/r"
-"/d"
-"/d?s"
-"Access-Control-Request-Method: "
-"Access-Control-Request-Headers: "
-"If-None-Match: "
-DICT
 }
 
-run_http() {
-    # shellcheck disable=SC2086
-    "$out/fuzz_http" -max_total_time="$secs" -max_len=4096 -dict="$out/http.dict" \
-        -artifact_prefix=fuzz/crash- ${FUZZ_FLAGS:-} fuzz/corpus-http
-}
-
-build_protocol() {
-    # shellcheck disable=SC2086
-    # libcurl: headers only (src/llm/fetch.c loads it with dlopen); the harness never uses it
-    clang $CFLAGS $(pkg-config --cflags libuv jansson sqlite3) \
-        $(pkg-config --cflags libcurl 2>/dev/null || true) \
-        fuzz/fuzz_protocol.c $(ls src/*.c src/*/*.c | grep -v '^src/main\.c$') "$out"/llhttp_*.o \
-        $(pkg-config --libs libuv jansson sqlite3) -lpthread -ldl -lm -o "$out/fuzz_protocol"
-
+seed_protocol() {
     # mode-byte variants of a few seeds (see fuzz_protocol.c): other auth cases and routes, early
     # disconnects. Written when missing, so a corpus from an older harness gets them too.
     mkdir -p fuzz/corpus-protocol
@@ -143,107 +131,9 @@ build_protocol() {
     seed create-gone6 '\0340'"$create"
     seed create-gone9 '\0360'"$create"
     seed retry-gone3 '\0320{"type":"threads.retry_after_item","params":{"thread_id":"thr_fix","item_id":"msg_fix_u1"}}'
-    cat > "$out/protocol.dict" <<'DICT'
-"{\"type\":\"threads.create\",\"params\":{\"input\":{\"content\":[{\"type\":\"input_text\",\"text\":\"x\"}],\"attachments\":[],\"inference_options\":{}}}}"
-"threads.create"
-"threads.add_user_message"
-"threads.add_client_tool_output"
-"threads.add_structured_input"
-"threads.retry_after_item"
-"threads.custom_action"
-"threads.sync_custom_action"
-"threads.get_by_id"
-"threads.list"
-"threads.update"
-"threads.delete"
-"items.list"
-"items.feedback"
-"attachments.create"
-"attachments.delete"
-"input.transcribe"
-"\"type\":"
-"\"params\":"
-"\"metadata\":"
-"\"input\":"
-"\"content\":"
-"\"attachments\":"
-"\"inference_options\":"
-"\"quoted_text\":"
-"\"tool_choice\":"
-"\"model\":"
-"\"input_text\""
-"\"input_tag\""
-"\"text\":"
-"\"id\":"
-"\"data\":"
-"\"group\":"
-"\"interactive\":"
-"\"thread_id\":"
-"\"item_id\":"
-"\"item_ids\":"
-"\"attachment_id\":"
-"\"result\":"
-"\"action\":"
-"\"payload\":"
-"\"status\":"
-"\"answers\":"
-"\"values\":"
-"\"skipped\":"
-"\"answered\""
-"\"skipped\""
-"\"limit\":"
-"\"order\":"
-"\"asc\""
-"\"desc\""
-"\"after\":"
-"\"title\":"
-"\"kind\":"
-"\"positive\""
-"\"negative\""
-"\"name\":"
-"\"size\":"
-"\"mime_type\":"
-"\"image/png\""
-"\"audio_base64\":"
-"\"thr_fix\""
-"\"thr_other\""
-"\"msg_fix_u1\""
-"\"msg_fix_a1\""
-"\"msg_fix_w\""
-"\"msg_fix_h\""
-"\"msg_fix_si\""
-"\"tc_fix\""
-"\"atc_fix\""
-"\"color\""
-"\"note\""
-"\"demo.click\""
-"\"demo.sync\""
-"slow"
-"widget"
-"client tool"
-"choose"
-"fail"
-"null"
-"true"
-"false"
-"\\u0000"
-"\\ud83d\\ude00"
-DICT
 }
 
-run_protocol() {
-    # one process: the store threads already use the second core
-    # shellcheck disable=SC2086
-    "$out/fuzz_protocol" -max_total_time="$secs" -max_len=8192 -timeout=30 \
-        -dict="$out/protocol.dict" -artifact_prefix=fuzz/crash-protocol- ${FUZZ_FLAGS:-} \
-        fuzz/corpus-protocol fuzz/seeds-protocol
-}
-
-build_sse() {
-    # shellcheck disable=SC2086
-    clang $CFLAGS fuzz/fuzz_sse.c src/llm/sse.c src/util/buf.c src/util/log.c \
-        -o "$out/fuzz_sse"
-
+seed_sse() {
     # seeds: bytes 0-1 = where to cut, byte 2 = the data cap (255 = the default), then the stream
     mkdir -p fuzz/corpus-sse
     seed() { [ -e "fuzz/corpus-sse/$1" ] || printf '%b' "$2" > "fuzz/corpus-sse/$1"; }
@@ -253,24 +143,9 @@ build_sse() {
         seed crlf '\003\0\0377\0357\0273\0277data: a\r\n\r\ndata:b\rdata\r\r'
         seed cap '\0\0\0001data: abcdef\n\n'
     fi
-    printf '"%s"\n' data: 'data: ' event: id: retry: ': ping' '\x0d\x0a' '\x0d' '\x0a\x0a' \
-        '\xef\xbb\xbf' '[DONE]' '\x00' > "$out/sse.dict"
 }
 
-run_sse() {
-    # shellcheck disable=SC2086
-    "$out/fuzz_sse" -max_total_time="$secs" -max_len=4096 -dict="$out/sse.dict" \
-        -artifact_prefix=fuzz/crash-sse- ${FUZZ_FLAGS:-} fuzz/corpus-sse
-}
-
-build_llm() {
-    # libuv: headers only (provider.h names uv_loop_t); nothing here needs libcurl or the loop
-    # shellcheck disable=SC2086,SC2046
-    clang $CFLAGS $(pkg-config --cflags libuv jansson) fuzz/fuzz_llm.c \
-        src/llm/decode.c src/llm/openai.c src/llm/responses.c src/llm/anthropic.c src/llm/sse.c \
-        src/util/buf.c src/util/log.c src/util/base64.c \
-        $(pkg-config --libs jansson) -lm -o "$out/fuzz_llm"
-
+seed_llm() {
     # seeds (see fuzz_llm.c): byte 0 = mode + 5 * flags; for the streams byte 1 = how the
     # stream is cut (0 = whole). Streams as tests/fixtures/mock_llm.py and the reference
     # (mcp-and-llm.md §4) send them, plus the tolerated variants. Written when missing.
@@ -321,114 +196,9 @@ build_llm() {
     seed req-merge '4' '{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","name":"f","arguments":"not json"},{"id":"c2","name":"g"}]},{"role":"user","content":"interject"},{"role":"tool","tool_call_id":"c1","content":"r1"},{"role":"tool","tool_call_id":"c2","content":""},{"role":"system","content":"late"},{"role":"system","content":""}],"tools":[{"name":"f"},{"name":"g","parameters":[]}]}'
     seed req-bad '4' '{"messages":[{"role":"user","content":[{"type":"image"}]},{"role":"robot","content":"x"}],"tools":[{"description":"no name"}]}'
     seed req-nul '9' '{"messages":[{"role":"user","content":"a\\u0000b"}],"tool_choice":"x\\u0000y","tools":[{"name":"n\\u0000"}]}'
-    cat > "$out/llm.dict" <<'DICT'
-"data: "
-"event: "
-"id: "
-": ping"
-"\x0a\x0a"
-"\x0d\x0a"
-"[DONE]"
-"\"choices\":"
-"\"delta\":"
-"\"content\":"
-"\"tool_calls\":"
-"\"index\":"
-"\"id\":"
-"\"function\":"
-"\"name\":"
-"\"arguments\":"
-"\"finish_reason\":"
-"\"usage\":"
-"\"prompt_tokens\":"
-"\"completion_tokens\":"
-"\"error\":"
-"\"message\":"
-"\"type\":"
-"response.output_text.delta"
-"response.output_item.added"
-"response.output_item.done"
-"response.function_call_arguments.delta"
-"response.function_call_arguments.done"
-"response.completed"
-"response.incomplete"
-"response.failed"
-"response.refusal.delta"
-"\"error\""
-"\"output_index\":"
-"\"item_id\":"
-"\"item\":"
-"\"call_id\":"
-"\"function_call\""
-"\"output\":"
-"\"response\":"
-"\"incomplete_details\":"
-"\"reason\":"
-"\"input_tokens\":"
-"\"output_tokens\":"
-"\"output_text\""
-"\"message\""
-"\"text\":"
-"message_start"
-"content_block_start"
-"content_block_delta"
-"content_block_stop"
-"message_delta"
-"message_stop"
-"ping"
-"\"content_block\":"
-"\"tool_use\""
-"\"text\""
-"\"input\":"
-"\"input_json_delta\""
-"\"partial_json\":"
-"\"text_delta\""
-"\"stop_reason\":"
-"\"cache_creation_input_tokens\":"
-"\"cache_read_input_tokens\":"
-"\"messages\":"
-"\"role\":"
-"\"system\""
-"\"user\""
-"\"assistant\""
-"\"tool\""
-"\"tool_call_id\":"
-"\"tools\":"
-"\"tool_choice\":"
-"\"max_tokens\":"
-"\"parameters\":"
-"\"description\":"
-"\"image\""
-"\"mime_type\":"
-"\"data\":"
-"null"
-"true"
-"\"\""
-"{}"
-"[]"
-"-1"
-"63"
-"64"
-"4294967296"
-"9223372036854775807"
-"\\u0000"
-"\\ud83d\\ude00"
-"+/"
-"-_"
-"=="
-DICT
 }
 
-run_llm() {
-    # shellcheck disable=SC2086
-    "$out/fuzz_llm" -max_total_time="$secs" -max_len=8192 -dict="$out/llm.dict" \
-        -artifact_prefix=fuzz/crash-llm- ${FUZZ_FLAGS:-} fuzz/corpus-llm
-}
-
-build_multipart() {
-    # shellcheck disable=SC2086
-    clang $CFLAGS fuzz/fuzz_multipart.c src/files/multipart.c -o "$out/fuzz_multipart"
-
+seed_multipart() {
     # seeds (see fuzz_multipart.c): byte 0 = piece size - 1 (bits 0-5), tight limits (bit 6),
     # stopping callbacks (bit 7); then a body with boundary "bnd". Written when missing.
     mkdir -p fuzz/corpus-multipart
@@ -442,26 +212,9 @@ build_multipart() {
     seed stop '\201--bnd\r\n'"$cd"'a; filename="!x"\r\n\r\nv\r\n--bnd\r\n'"$cd"'"!b"\r\n\r\n\r\n--bnd--'
     seed bad '\003--bnd\r\n'"$cd"'f\r\nno colon\r\n\r\n\r\n--bnd--'
     seed truncated '\000--bnd\r\n'"$cd"'f\r\n\r\nabc\r\n--bn'
-    printf '"%s"\n' '\x0d\x0a--bnd' '--bnd' '--bnd--' '\x0d\x0a\x0d\x0a' \
-        'Content-Disposition: form-data; name=' 'Content-Disposition: ' 'form-data' 'Content-Type: ' \
-        '; filename=' '; filename*=' 'UTF-8'"''" 'ISO-8859-1'"''" '%e2%82%ac' '%00' \
-        'name=' '\x0d' '\x0a' '\x09' > "$out/multipart.dict"
-    cat >> "$out/multipart.dict" <<'DICT'
-"\\\""
-"\\\\"
-DICT
 }
 
-run_multipart() {
-    # shellcheck disable=SC2086
-    "$out/fuzz_multipart" -max_total_time="$secs" -max_len=4096 -dict="$out/multipart.dict" \
-        -artifact_prefix=fuzz/crash-multipart- ${FUZZ_FLAGS:-} fuzz/corpus-multipart
-}
-
-build_sniff() {
-    # shellcheck disable=SC2086
-    clang $CFLAGS fuzz/fuzz_sniff.c src/files/sniff.c -o "$out/fuzz_sniff"
-
+seed_sniff() {
     # seeds (see fuzz_sniff.c): byte 0 = piece size - 1 (bits 0-5) and the cut; then the content
     # (also a name and a declared type up to its first NUL). Octal escapes: dash's printf has
     # no \x. Written when missing.
@@ -484,62 +237,122 @@ build_sniff() {
     seed ctrl '\000a\0001b\0302\0205'
     seed types '\000IMAGE/PNG'
     seed svg '\000image/svg+xml'
-    cat > "$out/sniff.dict" <<'DICT'
-"\x89PNG\x0d\x0a\x1a\x0a"
-"\xff\xd8\xff"
-"GIF87a"
-"GIF89a"
-"RIFF"
-"WEBP"
-"VP8L"
-"BM"
-"(\x00\x00\x00"
-"%PDF-"
-"PK\x03\x04"
-"PK\x05\x06"
-"\x1f\x8b"
-"\xef\xbb\xbf"
-"\xc0\x80"
-"\xe0\x9f\xbf"
-"\xed\xa0\x80"
-"\xf0\x8f\xbf\xbf"
-"\xf4\x8f\xbf\xbf"
-"\xf4\x90\x80\x80"
-"\xe2\x80\xae"
-"\xe2\x81\xa6"
-"\xc2\x85"
-"\x00"
-"../"
-"\\"
-"/"
-"."
-" "
-"\x22"
-"%"
-"image/"
-"text/"
-"application/"
-"svg+xml"
-"png"
-"jpeg"
-"octet-stream"
-DICT
 }
 
-run_sniff() {
+# A long run of harness $1 for $secs seconds: new inputs go to the scratch corpus, the committed
+# one and the seeds are read too.
+run() {
+    harness_opts "$1"
+    "seed_$1"
+    # shellcheck disable=SC2086,SC2046
+    "$out/fuzz_$1" -max_total_time="$secs" -max_len="$max_len" -timeout="$timeout" \
+        -dict="fuzz/dict/$1.dict" -artifact_prefix="fuzz/crash-$1-" ${FUZZ_FLAGS:-} \
+        "fuzz/corpus-$1" $(existing "fuzz/corpus/$1" $seeds)
+}
+
+# The committed corpus keeps inputs of at most merge_len bytes (longer ones are cut, then kept
+# only when the cut still adds a feature): the same coverage (cov) in a fraction of the bytes;
+# only some of the long-input features (ft) are left to the fuzzer to find again.
+merge() {
+    harness_opts "$1"
+    new=$(mktemp -d)
+    # shellcheck disable=SC2086,SC2046
+    if ! "$out/fuzz_$1" -merge=1 -max_len="$merge_len" -timeout="$timeout" \
+        -artifact_prefix="fuzz/crash-$1-" "$new" \
+        $(existing "fuzz/corpus/$1" "fuzz/corpus-$1" $seeds) > "$new.log" 2>&1; then
+        tail -n 30 "$new.log" >&2
+        rm -rf "$new" "$new.log"
+        echo "merge $1: failed" >&2
+        return 1
+    fi
+    rm -rf "fuzz/corpus/$1" "$new.log"
+    mkdir -p fuzz/corpus
+    mv "$new" "fuzz/corpus/$1"
+    chmod 755 "fuzz/corpus/$1"
+    cov=$("$out/fuzz_$1" -runs=0 -max_len="$max_len" "fuzz/corpus/$1" 2>&1 |
+        sed -n 's/.*INITED cov: \([0-9]*\) ft: \([0-9]*\).*/cov \1 ft \2/p')
+    echo "merge $1: $(count "fuzz/corpus/$1") inputs, $(cat "fuzz/corpus/$1"/* | wc -c) bytes, $cov"
+}
+
+# CI: every harness (or those named after $1) for $1 seconds from a copy of
+# fuzz/corpus/HARNESS/, one result line each.
+ci() {
+    secs=$1
+    shift
+    which=${*:-$harnesses}
+    for h in $which; do harness_opts "$h"; done
+    targets=""
+    for h in $which; do targets="$targets $out/fuzz_$h"; done
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    art=$out/ci-artifacts
+    rm -rf "$art"
+    mkdir -p "$art"
+    passed=0 failed=0
+    t0=$(date +%s)
+    # everything at once for the parallel compiles; then each harness on its own, so one that
+    # does not build fails alone (a no-op for those that did)
     # shellcheck disable=SC2086
-    "$out/fuzz_sniff" -max_total_time="$secs" -max_len=2048 -dict="$out/sniff.dict" \
-        -artifact_prefix=fuzz/crash-sniff- ${FUZZ_FLAGS:-} fuzz/corpus-sniff
+    make -s -k -f fuzz/fuzz.mk -j"$jobs" OUT="$out" $targets > "$tmp/build.log" 2>&1 || true
+    echo "fuzz: built in $(($(date +%s) - t0)) s"
+    for h in $which; do
+        harness_opts "$h"
+        if ! make -s -f fuzz/fuzz.mk OUT="$out" "$out/fuzz_$h" > "$tmp/build-$h.log" 2>&1; then
+            echo "fuzz $h: FAIL (build)"
+            tail -n 30 "$tmp/build-$h.log"
+            failed=$((failed + 1))
+            continue
+        fi
+        mkdir "$tmp/$h"
+        if [ -d "fuzz/corpus/$h" ]; then cp -R "fuzz/corpus/$h/." "$tmp/$h/"; fi
+        n0=$(count "$tmp/$h")
+        rc=0
+        "$out/fuzz_$h" -max_total_time="$secs" -max_len="$max_len" -timeout="$timeout" \
+            -dict="fuzz/dict/$h.dict" -artifact_prefix="$art/$h-" -print_final_stats=1 \
+            "$tmp/$h" > "$tmp/$h.log" 2>&1 || rc=$?
+        runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$tmp/$h.log" | tail -n 1)
+        cov=$(grep -E '^#[0-9]+.*cov: ' "$tmp/$h.log" | tail -n 1 |
+            sed -n 's/.*cov: \([0-9]*\) ft: \([0-9]*\).*/cov \1 ft \2/p')
+        if [ "$rc" -eq 0 ]; then
+            echo "fuzz $h: ok (${runs:-?} runs in $secs s, ${cov:-cov ?}, corpus $n0 ->" \
+                "$(count "$tmp/$h"))"
+            passed=$((passed + 1))
+        else
+            unit=$(sed -n 's/.*Test unit written to //p' "$tmp/$h.log" | tail -n 1)
+            echo "fuzz $h: FAIL (exit $rc after ${runs:-?} runs; input: ${unit:-none saved})"
+            grep -v -E '^#[0-9]+|^INFO: |^stat::' "$tmp/$h.log" | tail -n 60
+            failed=$((failed + 1))
+        fi
+    done
+    echo "fuzz: $passed passed, $failed failed ($(($(date +%s) - t0)) s)"
+    [ "$failed" -eq 0 ]
 }
 
-# one target per statement: inside an && list set -e would be off in the functions, and a
-# failed build would go unnoticed
-case "$which" in
-all) build_http; build_protocol; build_sse; build_llm; build_multipart; build_sniff ;;
-*) "build_$which" ;;
+mode=${1:-60}
+case "$mode" in
+ci)
+    shift
+    secs=${1:-8}
+    case "$secs" in *[!0-9]* | "") usage ;; esac
+    [ $# -gt 0 ] && shift
+    ci "$secs" "$@"
+    exit
+    ;;
+merge)
+    which=${2:-all}
+    [ "$which" = all ] && which=$harnesses
+    # shellcheck disable=SC2086
+    build $which
+    for h in $which; do merge "$h"; done
+    exit
+    ;;
+*[!0-9]* | "") usage ;;
 esac
+secs=$mode
+which=${2:-all}
+[ "$which" = all ] && which=$harnesses
+for h in $which; do harness_opts "$h"; done
+# shellcheck disable=SC2086
+build $which
 [ "$secs" -gt 0 ] || exit 0
-case "$which" in
-all) run_http; run_protocol; run_sse; run_llm; run_multipart; run_sniff ;;
-*) "run_$which" ;;
-esac
+for h in $which; do run "$h"; done

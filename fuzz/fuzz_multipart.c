@@ -1,6 +1,6 @@
 /* libFuzzer harness for the multipart/form-data parser (src/files/multipart.c). Built and run
- * by fuzz/build.sh (target `multipart`: corpus fuzz/corpus-multipart/, dictionary
- * build-fuzz/multipart.dict, crashes in fuzz/crash-multipart-*).
+ * by fuzz/build.sh (target `multipart`: corpus fuzz/corpus/multipart/, dictionary
+ * fuzz/dict/multipart.dict, crashes in fuzz/crash-multipart-*).
  *
  * Input: byte 0 = how to cut and what to check: bits 0-5 = the size of the small pieces - 1,
  * bit 6 = tight limits (64 header bytes, 3 parts, 16 bytes outside), bit 7 = callbacks may stop

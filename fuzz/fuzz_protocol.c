@@ -48,6 +48,7 @@
 
 #include "auth/auth.h"
 #include "chatkit/chatkit.h"
+#include "files/files.h"
 #include "http/http.h"
 #include "run/run.h"
 #include "store/store.h"
@@ -264,6 +265,7 @@ static void init(void)
         {"demo-delay", "1"},     {"heartbeat", "0"},    {"header-timeout", "0"},
         {"body-timeout", "0"},   {"idle-timeout", "0"}, {"store-readers", "2"},
         {"max-body", "64KiB"},   {"log-level", "error"},
+        {"cleanup-interval", "0"}, /* the attachment sweep timer would keep the loop alive */
     };
     if (config_load(&cfg, err, sizeof err) || config_flag(&cfg, "data-dir", tmpdir, err, sizeof err) ||
         config_flag(&cfg, "database-url", url, err, sizeof err))
@@ -309,7 +311,11 @@ static void init(void)
     st = store_new(&loop, cfg.database_url, cfg.store_readers, &e);
     if (!st)
         die("store_new", e);
-    ck_app_init(&app, &loop, &cfg, st);
+    /* files/ and files/tmp under the temporary data dir, the preview-URL key in secret.key */
+    unsigned char key[32];
+    if (files_prepare(cfg.data_dir, cfg.secret_key, key, err, sizeof err))
+        die("files_prepare", err);
+    ck_app_init(&app, &loop, &cfg, st, key);
     http_config hc = {
         .max_header = cfg.max_header,
         .max_url = cfg.max_url,
@@ -320,9 +326,13 @@ static void init(void)
         .heartbeat_ms = cfg.heartbeat_ms,
         .sse_max_queue = cfg.sse_max_queue,
         .max_connections = cfg.max_connections,
+        .max_per_address = cfg.max_per_address,
+        .unadmitted_max = cfg.unauth_max,
     };
     srv = http_server_new(&loop, &hc, ck_handle, &app);
     app.http = srv;
+    /* as main.c: the upload routes stream their bodies to disk */
+    http_server_stream_bodies(srv, ck_wants_stream, cfg.upload_max_bytes + 64 * 1024, &app);
 }
 
 static int is_mode(uint8_t b)

@@ -1,5 +1,5 @@
 /* libFuzzer harness for the upload content checks (src/files/sniff.c). Built and run by
- * fuzz/build.sh (target `sniff`: corpus fuzz/corpus-sniff/, dictionary build-fuzz/sniff.dict,
+ * fuzz/build.sh (target `sniff`: corpus fuzz/corpus/sniff/, dictionary fuzz/dict/sniff.dict,
  * crashes in fuzz/crash-sniff-*).
  *
  * Input: byte 0 = the size of the small pieces - 1 (bits 0-5) and where to cut in two; the rest

@@ -1,5 +1,5 @@
 /* libFuzzer harness for the SSE client parser (src/llm/sse.c). Built and run by fuzz/build.sh
- * (target `sse`: corpus fuzz/corpus-sse/, dictionary build-fuzz/sse.dict, crashes in
+ * (target `sse`: corpus fuzz/corpus/sse/, dictionary fuzz/dict/sse.dict, crashes in
  * fuzz/crash-sse-*).
  *
  * Input: byte 0-1 = where to cut the stream (little-endian, modulo its length + 1), byte 2 =

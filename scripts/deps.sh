@@ -11,6 +11,9 @@ pkgs=(
   python3 python3-pytest python3-requests
   valgrind
   chromium
+  # the fuzz stage (fuzz/build.sh ci): clang, libFuzzer's runtime libclang_rt.fuzzer (in
+  # libclang-rt-dev, which clang only recommends) and llvm-symbolizer for sanitizer stacks (llvm)
+  clang libclang-rt-dev llvm
 )
 # node and npm run the MCP servers of the end-to-end tests (package.json). They usually come
 # with the machine; Debian's packages are the fallback.

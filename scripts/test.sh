@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test suite and prints one closing line "N passed, N failed".
-#   FAST=1  plain build only (no valgrind, no ASan)
+#   FAST=1  plain build only (no valgrind, no ASan, no fuzzing)
 # Full run: unit tests (plain, under valgrind, ASan/UBSan), end-to-end tests against the
-# ASan/UBSan binary and against the plain binary under valgrind.
+# ASan/UBSan binary and against the plain binary under valgrind, then every libFuzzer harness for
+# FUZZ_SECONDS (default 8) from its committed corpus (fuzz/build.sh ci: one test per harness).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -34,10 +35,12 @@ run_unit() { # $1 label, $2 build dir, rest: extra meson test args
   count_meson "$logdir/unit-$label.log"
 }
 
-run_e2e() { # $1 label, $2 binary, $3 optional command prefix for the server (CHATKITD_WRAP)
-  local label=$1 bin=$2 wrap=${3:-}
+run_e2e() { # $1 label, $2 binary, $3 optional command prefix for the server (CHATKITD_WRAP),
+            # $4 optional pytest marker expression
+  local label=$1 bin=$2 wrap=${3:-} marks=()
+  [ -n "${4:-}" ] && marks=(-m "$4")
   echo "== end-to-end tests ($label)"
-  CHATKITD_WRAP="$wrap" CHATKITD_BIN="$bin" $PY -m pytest tests/e2e -q -p no:cacheprovider \
+  CHATKITD_WRAP="$wrap" CHATKITD_BIN="$bin" $PY -m pytest tests/e2e -q -p no:cacheprovider "${marks[@]}" \
     --junitxml="$logdir/e2e-$label.xml" 2>&1 | tail -25
   if [ -f "$logdir/e2e-$label.xml" ]; then
     read -r p f < <($PY - "$logdir/e2e-$label.xml" <<'PYEOF'
@@ -56,6 +59,19 @@ PYEOF
   fi
 }
 
+# fuzz/build.sh ci prints "fuzz HARNESS: ok (...)" or "fuzz HARNESS: FAIL (...)" per harness;
+# a run that failed without naming a harness adds one failure
+run_fuzz() {
+  local rc ok nok
+  echo "== fuzzing (each harness ${FUZZ_SECONDS:-8} s from fuzz/corpus/)"
+  fuzz/build.sh ci "${FUZZ_SECONDS:-8}" 2>&1 | tee "$logdir/fuzz.log"
+  rc=${PIPESTATUS[0]}
+  ok=$(grep -cE '^fuzz [a-z]+: ok' "$logdir/fuzz.log")
+  nok=$(grep -cE '^fuzz [a-z]+: FAIL' "$logdir/fuzz.log")
+  if [ "$rc" -ne 0 ] && [ "$nok" -eq 0 ]; then nok=1; fi
+  passed=$((passed + ok)); failed=$((failed + nok))
+}
+
 run_unit plain "$BUILD"
 if [ -z "${FAST:-}" ]; then
   # (--child-silent-after-fork: a forked MCP child whose exec failed holds a copy of our heap)
@@ -63,10 +79,15 @@ if [ -z "${FAST:-}" ]; then
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:halt_on_error=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
   run_unit asan "$BUILD_ASAN"
-  run_e2e asan "$PWD/$BUILD_ASAN/chatkitd"
+  # memory budgets (tests marked budget) hold for the plain build: sanitizers and valgrind
+  # change what memory costs, so those runs leave them out and a stage of their own runs them
+  run_e2e asan "$PWD/$BUILD_ASAN/chatkitd" "" "not budget"
   # the real server under valgrind: any memory error or leak fails the test that saw it
   run_e2e valgrind "$PWD/$BUILD/chatkitd" \
-    "valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible --child-silent-after-fork=yes"
+    "valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible --child-silent-after-fork=yes" \
+    "not budget"
+  run_e2e budgets "$PWD/$BUILD/chatkitd" "" "budget"
+  run_fuzz
 else
   run_e2e plain "$PWD/$BUILD/chatkitd"
 fi

@@ -463,7 +463,7 @@ static void record_done(int rc, void *arg)
         LOGE(u->req->rid, "upload not recorded", "rc=%d", rc);
         const char *code, *msg;
         int status = ck_store_status(rc, "the upload could not be recorded; nothing was kept", &code, &msg);
-        return fail(u, status, code, msg);
+        return fail(u, status, code, "%s", msg);
     }
     u->claimed = 0;
     LOGI(u->req->rid, "attachment stored", "id=\"%s\" bytes=%llu type=\"%s\"", LOGQ(u->id),
@@ -585,7 +585,7 @@ static void claim_done(int rc, void *arg)
     if (rc) {
         const char *code, *msg;
         int status = ck_store_status(rc, "storage failed; nothing was changed", &code, &msg);
-        return fail(u, status, code, msg);
+        return fail(u, status, code, "%s", msg);
     }
     u->claimed = 1;
     u->exact = u->att.size;
