@@ -173,7 +173,6 @@ int ck_store_status(int rc, const char *what, const char **code, const char **ms
     return 500;
 }
 
-
 /* Common done: refusal -> JSON error; store failure -> 507 (disk full), 503 (database lost) or
  * 500 (docs/protocol.md); else the next step. */
 static void job_done(int rc, void *arg)
