@@ -1,5 +1,5 @@
-/* Operator commands (design.md §7): migrate, config, account/user/agent/token create, demo.
- * Each returns the process exit status: 0 ok, 1 failure, 2 bad usage. */
+/* Operator commands (README.md, "Operator commands"): migrate, config, account/user/agent/token
+ * create, demo. Each returns the process exit status: 0 ok, 1 failure, 2 bad usage. */
 #ifndef CK_ADMIN_H
 #define CK_ADMIN_H
 #include "util/config.h"

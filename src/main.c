@@ -1,4 +1,4 @@
-/* chatkitd: the command line (design.md §7). */
+/* chatkitd: the command line (README.md, "Operator commands"). */
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>

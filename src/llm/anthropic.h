@@ -1,10 +1,10 @@
-/* Anthropic Messages wire format (reference mcp-and-llm.md §4.3): the request body built from
- * the neutral llm_request, and a decoder that turns the stream's (event, data) pairs into
- * llm_callbacks. The neutral history is reshaped for the strict alternation Anthropic wants:
- * tool calls become tool_use blocks, tool results tool_result blocks of one user message, and
- * consecutive same-role messages are merged. Tolerant like the OpenAI decoder: a missing
- * `event:` line (the JSON `type` is used), a missing `index`, a whole `input` object in
- * content_block_start instead of input_json_delta fragments. */
+/* Anthropic Messages wire format (docs/architecture.md, "Outbound HTTP and the model providers"):
+ * the request body built from the neutral llm_request, and a decoder that turns the stream's
+ * (event, data) pairs into llm_callbacks. The neutral history is reshaped for the strict
+ * alternation Anthropic wants: tool calls become tool_use blocks, tool results tool_result blocks
+ * of one user message, and consecutive same-role messages are merged. Tolerant like the OpenAI
+ * decoder: a missing `event:` line (the JSON `type` is used), a missing `index`, a whole `input`
+ * object in content_block_start instead of input_json_delta fragments. */
 #ifndef CK_ANTHROPIC_H
 #define CK_ANTHROPIC_H
 #include <jansson.h>

@@ -1,7 +1,8 @@
-/* OpenAI Chat Completions wire format (reference mcp-and-llm.md §4.1): the request body built
- * from the neutral llm_request, and a decoder that turns the stream's `data:` payloads into
- * llm_callbacks. Also what llama.cpp, vLLM, Ollama's /v1 and LM Studio speak, so the decoder is
- * tolerant: a whole call in one chunk, a missing `index`, `arguments` sent as an object. */
+/* OpenAI Chat Completions wire format (docs/architecture.md, "Outbound HTTP and the model
+ * providers"): the request body built from the neutral llm_request, and a decoder that turns the
+ * stream's `data:` payloads into llm_callbacks. Also what llama.cpp, vLLM, Ollama's /v1 and LM
+ * Studio speak, so the decoder is tolerant: a whole call in one chunk, a missing `index`,
+ * `arguments` sent as an object. */
 #ifndef CK_OPENAI_H
 #define CK_OPENAI_H
 #include <jansson.h>

@@ -1,9 +1,9 @@
-/* OpenAI Responses API wire format (reference mcp-and-llm.md §4.2): the request body built from
- * the neutral llm_request (the whole history every turn, never previous_response_id), and a
- * decoder that turns the stream's typed events into llm_callbacks. Tolerant like openai.h: the
- * JSON "type" decides (the `event:` line may be missing), a missing output_index, a call that
- * only shows up in output_item.done or response.completed, `arguments` sent as an object, a
- * stray `[DONE]`. */
+/* OpenAI Responses API wire format (docs/architecture.md, "Outbound HTTP and the model
+ * providers"): the request body built from the neutral llm_request (the whole history every turn,
+ * never previous_response_id), and a decoder that turns the stream's typed events into
+ * llm_callbacks. Tolerant like openai.h: the JSON "type" decides (the `event:` line may be
+ * missing), a missing output_index, a call that only shows up in output_item.done or
+ * response.completed, `arguments` sent as an object, a stray `[DONE]`. */
 #ifndef CK_RESPONSES_H
 #define CK_RESPONSES_H
 #include <jansson.h>
