@@ -752,6 +752,26 @@ class RawConn:
             self.buf += d
 
 
+def wait_until(pred, timeout=5.0, what="condition", step=0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+    # (pred's truthy value is returned; AssertionError after timeout seconds)
+
+
+def check_401(resp):
+    assert resp.status_code == 401, f"expected 401, got {resp.status_code} {resp.content[:300]!r}"
+    assert resp.headers.get("WWW-Authenticate") == "Bearer", resp.headers
+    body = resp.json()
+    assert body["code"] == "unauthorized" and body["error"], body
+    return body
+
+
 def build_request(method, path, body=b"", headers=None, host="127.0.0.1"):
     h = {"Host": host}
     if body or method == "POST":

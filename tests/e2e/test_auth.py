@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from conftest import check_401
 from conftest import (HTTP_TIMEOUT, Client, RawConn, RawStream, Server, Tenant, build_request, check_response,
                       expect_error, msg_input, run_cli, sanitizer_report)
 
@@ -104,14 +105,6 @@ def claims_for(account, sub=None, ttl=300, **extra):
 def jwt_client(server, tenant, token):
     """A Client that authenticates with `token` (a JWT) for tenant's agent."""
     return Client(server, Tenant(account_id=tenant.account_id, user_id="", agent_id=tenant.agent_id, token=token))
-
-
-def check_401(resp):
-    assert resp.status_code == 401, f"expected 401, got {resp.status_code} {resp.content[:300]!r}"
-    assert resp.headers.get("WWW-Authenticate") == "Bearer", resp.headers
-    body = resp.json()
-    assert body["code"] == "unauthorized" and body["error"], body
-    return body
 
 
 def post(server, req_type, params, token=None, cookie=None, agent=None, headers=None):

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import HTTP_TIMEOUT, Client, RawConn, build_request, check_response, expect_error, msg_input
+from conftest import HTTP_TIMEOUT, Client, RawConn, build_request, check_response, expect_error, msg_input, wait_until
 
 ENV = {"CHATKIT_ALLOWED_MIME_TYPES": "text/plain", "CHATKIT_DEMO_DELAY_MS": "15"}
 MB = 1024 * 1024
@@ -60,17 +60,6 @@ def part_bytes(data_dir):
         except FileNotFoundError:
             pass
     return total
-
-
-def wait_until(pred, timeout, what, step=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
 
 
 def trickle(data, piece=64 * 1024, pause=0.01):

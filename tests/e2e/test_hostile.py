@@ -7,19 +7,11 @@ import time
 
 import requests
 
-from conftest import HTTP_TIMEOUT, Client, RawConn, RawStream, build_request, expect_error, msg_input
+from conftest import HTTP_TIMEOUT, Client, RawConn, RawStream, build_request, expect_error, msg_input, check_401
 from shapes import token
 
 COOKIE = "chatkitd_session"
 LOG_LINE_MAX = 2048  # bytes, the newline included
-
-
-def check_401(resp):
-    assert resp.status_code == 401, f"expected 401, got {resp.status_code} {resp.content[:300]!r}"
-    assert resp.headers.get("WWW-Authenticate") == "Bearer", resp.headers
-    body = resp.json()
-    assert body["code"] == "unauthorized" and body["error"], body
-    return body
 
 
 def get_session(server, token=None, cookie=None):

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 import shapes
+from conftest import wait_until
 from conftest import (HTTP_TIMEOUT, SHARED_ENV, Client, RawConn, build_request, check_response,
                       expect_error, msg_input, unsign)
 
@@ -131,17 +132,6 @@ def part_files(server):
 
 def no_new_parts(server, baseline):
     wait_until(lambda: part_files(server) <= baseline, what="no leftover temporary upload files")
-
-
-def wait_until(pred, timeout=5.0, what="condition", step=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
 
 
 def stored(server, att_id):
